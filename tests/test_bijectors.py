@@ -1,0 +1,355 @@
+"""The bijectors against TFP's own, the NICE formula by hand, shapes and bad input."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfp_nice as tn
+from conftest import record_error
+from helpers import coupling, nice_chain, random_log_scale, random_mlp
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+
+def _logistic(d, dtype):
+    return tfd.Independent(tfd.Logistic(tf.zeros(d, dtype), tf.ones(d, dtype)), 1)
+
+
+def _tfp_coupling(mask, shift_fn):
+    """TFP's NICE coupling (`RealNVP`, shift only) behind a permutation for any mask."""
+    flat = np.asarray(mask).reshape(-1)
+    order = np.concatenate([np.flatnonzero(flat), np.flatnonzero(~flat)])
+    permute = tfb.Permute(permutation=order.astype(np.int32))
+    real_nvp = tfb.RealNVP(
+        num_masked=int(flat.sum()),
+        shift_and_log_scale_fn=lambda x0, n_out: (shift_fn(x0), None),
+        is_constant_jacobian=True,
+    )
+    return tfb.Chain([tfb.Invert(permute), real_nvp, permute])
+
+
+# --- agreement with TFP's own NICE coupling --------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("partition", ["halves", "odd_even"])
+def test_additive_coupling_agrees_with_tfp_real_nvp(partition, dtype):
+    d = 7
+    mask = tn.partition_mask(partition, (d,))
+    ours = coupling(mask, dtype, seed=21)
+    theirs = _tfp_coupling(mask, ours.shift_fn)
+    if partition == "halves":  # no permutation needed: RealNVP's own layout
+        theirs = tfb.RealNVP(num_masked=d // 2,
+                             shift_and_log_scale_fn=lambda x0, n: (ours.shift_fn(x0), None))
+    x = tf.constant(np.random.default_rng(1).normal(size=(9, d)), dtype)
+    tol = 1e-6 if dtype == tf.float32 else 1e-13
+    np.testing.assert_allclose(ours.forward(x), theirs.forward(tf.identity(x)), atol=tol)
+    np.testing.assert_allclose(ours.inverse(x), theirs.inverse(tf.identity(x)), atol=tol)
+    base = _logistic(d, dtype)
+    lp_ours = tfd.TransformedDistribution(base, ours).log_prob(x)
+    lp_theirs = tfd.TransformedDistribution(base, theirs).log_prob(tf.identity(x))
+    record_error("log_prob vs tfb.RealNVP", dtype, np.max(np.abs(lp_ours - lp_theirs)))
+    np.testing.assert_allclose(lp_ours, lp_theirs, atol=tol * 10)
+
+
+def test_nice_chain_agrees_with_chain_of_tfp_bijectors():
+    dtype, d = tf.float64, 6
+    g, _ = nice_chain((d,), dtype, seed=31, partition="odd_even")
+    f = g.bijector
+    rescaling, couplings = f.bijectors[0], f.bijectors[1:]
+    reference_f = tfb.Chain(
+        [tfb.Scale(tf.exp(tf.convert_to_tensor(rescaling.log_scale)))]
+        + [_tfp_coupling(c.mask, c.shift_fn) for c in couplings]
+    )
+    base = _logistic(d, dtype)
+    x = tf.constant(np.random.default_rng(2).normal(size=(11, d)), dtype)
+    ours = tfd.TransformedDistribution(base, g).log_prob(x)
+    theirs = tfd.TransformedDistribution(base, tfb.Invert(reference_f)).log_prob(tf.identity(x))
+    record_error("NICE chain vs TFP chain", dtype, np.max(np.abs(ours - theirs)))
+    np.testing.assert_allclose(ours, theirs, atol=1e-10)
+
+
+# --- the NICE formula by hand -------------------------------------------------------------
+
+
+def _numpy_mlp(net, a):
+    h = a
+    for layer in net.hidden_layers:
+        h = np.tanh(h @ layer.kernel.numpy() + layer.bias.numpy())
+    return h @ net.output_layer.kernel.numpy() + net.output_layer.bias.numpy()
+
+
+def _numpy_nice_log_prob(x, masks, nets, log_scale):
+    """NICE's eq. (3) with a standard logistic p_H, the couplings in the order given."""
+    n = x.shape[0]
+    h = x.reshape(n, -1).copy()
+    for mask, net in zip(masks, nets):
+        m = mask.reshape(-1)
+        h[:, ~m] = h[:, ~m] + _numpy_mlp(net, h[:, m])
+    s = np.broadcast_to(log_scale, x.shape[1:]).reshape(-1)
+    h = h * np.exp(s)  # the rescaling is the last layer of f
+    log_p_h = -np.abs(h) - 2.0 * np.log1p(np.exp(-np.abs(h)))
+    return log_p_h.sum(axis=1) + s.sum()
+
+
+@pytest.mark.parametrize(
+    "event_shape,partition,log_scale_shape",
+    [((6,), "odd_even", (6,)), ((5,), "halves", (5,)), ((4, 4, 2), "checkerboard", (2,))],
+    ids=["vector-odd-even", "vector-halves", "image-per-channel-scale"],
+)
+def test_log_prob_equals_nice_formula_by_hand(event_shape, partition, log_scale_shape):
+    dtype = tf.float64
+    masks = tn.coupling_masks(event_shape, 4, partition)
+    nets = [random_mlp(int(m.sum()), int((~m).sum()), dtype, seed=41 + k)
+            for k, m in enumerate(masks)]
+    log_scale = random_log_scale(log_scale_shape, dtype, seed=42)
+    g = tn.nice_bijector(event_shape, nets, partition=partition, log_scale=log_scale)
+    base = tfd.Independent(
+        tfd.Logistic(tf.zeros(event_shape, dtype), tf.ones(event_shape, dtype)),
+        len(event_shape))
+    x = np.random.default_rng(3).normal(size=(10,) + event_shape)
+    ours = tfd.TransformedDistribution(base, g).log_prob(tf.constant(x, dtype)).numpy()
+    by_hand = _numpy_nice_log_prob(x, masks, nets, log_scale.numpy())
+    assert ours.shape == (10,)
+    record_error("log_prob vs NICE by hand", dtype, np.max(np.abs(ours - by_hand)))
+    np.testing.assert_allclose(ours, by_hand, rtol=0, atol=1e-10)
+
+
+def test_rescaling_log_det_counts_every_pixel_for_per_channel_scale():
+    log_scale = tf.constant([0.5, -0.25, 1.0])
+    bij = tn.Rescaling(log_scale)
+    x = tf.ones((2, 4, 5, 3))
+    ldj = bij.forward_log_det_jacobian(x, event_ndims=3)
+    np.testing.assert_allclose(ldj, [4 * 5 * 1.25] * 2, rtol=1e-6)
+    np.testing.assert_allclose(bij.forward(x)[0, 1, 2], np.exp([0.5, -0.25, 1.0]), rtol=1e-6)
+
+
+# --- distribution shapes and gradients -------------------------------------------------
+
+
+@pytest.mark.parametrize("sample_shape", [(), (5,), (2, 3)], ids=str)
+@pytest.mark.parametrize("event_shape", [(6,), (4, 4, 2)], ids=["vector", "image"])
+def test_sample_and_log_prob_shapes(sample_shape, event_shape):
+    partition = "odd_even" if len(event_shape) == 1 else "checkerboard"
+    g, _ = nice_chain(event_shape, tf.float32, seed=51, partition=partition)
+    base = tfd.Independent(tfd.Logistic(tf.zeros(event_shape), 1.0), len(event_shape))
+    dist = tfd.TransformedDistribution(base, g)
+    assert dist.event_shape == event_shape and dist.batch_shape == ()
+    xs = dist.sample(sample_shape, seed=7)
+    assert xs.shape == sample_shape + event_shape
+    lp = dist.log_prob(xs)
+    assert lp.shape == sample_shape
+    assert np.all(np.isfinite(lp))
+
+
+def test_gradient_reaches_every_weight_through_log_prob():
+    g, variables = nice_chain((6,), tf.float32, seed=61)
+    dist = tfd.TransformedDistribution(_logistic(6, tf.float32), g)
+    x = tf.random.normal((32, 6))
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(dist.log_prob(x))
+    grads = tape.gradient(loss, variables)
+    assert len(variables) == 4 * 6 + 1
+    for v, grad in zip(variables, grads):
+        assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0, v.name
+
+
+def test_log_scale_gradient_is_minus_one_per_entry_for_nll_of_rescaling_only():
+    # d/ds of -log p(x) for p = logistic pushed through g = Rescaling(s)^{-1} ... at s=0
+    # is sum_d h_d * dlog p_H/dh_d - 1; checked against the closed form here.
+    s = keras.Variable(np.zeros(3, "float32"))
+    dist = tfd.TransformedDistribution(_logistic(3, tf.float32), tfb.Invert(tn.Rescaling(s)))
+    x = tf.constant([[0.3, -1.2, 2.0]])
+    with tf.GradientTape() as tape:
+        nll = -tf.reduce_sum(dist.log_prob(x))
+    grad = tape.gradient(nll, s)
+    h = x.numpy()[0]
+    dlogp_dh = -np.tanh(h / 2.0)  # derivative of the standard logistic log-density
+    np.testing.assert_allclose(grad, -(h * dlogp_dh) - 1.0, rtol=1e-5)
+
+
+# --- partitions ------------------------------------------------------------------------------
+
+
+def test_partition_masks_are_what_they_say():
+    np.testing.assert_array_equal(tn.partition_mask("halves", (5,)), [1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(tn.partition_mask("odd_even", (5,)), [1, 0, 1, 0, 1])
+    board = tn.partition_mask("checkerboard", (2, 3, 2))
+    np.testing.assert_array_equal(board[..., 0], [[1, 0, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(board[..., 0], board[..., 1])
+    chan = tn.partition_mask("channel", (2, 2, 4))
+    np.testing.assert_array_equal(chan[0, 0], [1, 1, 0, 0])
+    assert chan.all(axis=-1).sum() == 0 and chan[..., :2].all()
+
+
+def test_coupling_masks_alternate():
+    masks = tn.coupling_masks((5,), 4, "odd_even")
+    for k, m in enumerate(masks):
+        np.testing.assert_array_equal(m, masks[0] if k % 2 == 0 else ~masks[0])
+
+
+def test_couplings_together_transform_every_entry():
+    g, _ = nice_chain((7,), tf.float64, seed=71, partition="halves", rescaling=False)
+    changed = np.zeros(7, bool)
+    for c in g.bijector.bijectors:
+        changed |= ~c.mask
+    assert changed.all()
+
+
+# --- networks ------------------------------------------------------------------------------
+
+
+def test_fresh_coupling_mlp_makes_the_identity():
+    net = tn.CouplingMLP((32, 32), 3)
+    bij = tn.AdditiveCoupling(net, tn.partition_mask("odd_even", (6,)))
+    x = tf.random.normal((4, 6))
+    np.testing.assert_array_equal(bij.forward(x), x)
+    assert len(net.trainable_weights) == 6
+
+
+def test_coupling_mlp_config_round_trip():
+    net = tn.CouplingMLP((8, 4), 3, activation="tanh", name="m")
+    clone = tn.CouplingMLP.from_config(net.get_config())
+    assert clone.hidden_units == (8, 4) and clone.output_units == 3
+    assert clone.get_config() == net.get_config()
+
+
+def test_zero_log_scale_is_identity():
+    bij = tn.Rescaling(tf.zeros(4))
+    x = tf.random.normal((3, 4))
+    np.testing.assert_array_equal(bij.forward(x), x)
+    np.testing.assert_array_equal(bij.forward_log_det_jacobian(x, event_ndims=1), [0, 0, 0])
+
+
+def test_rescaling_follows_its_variable():
+    v = keras.Variable(np.zeros(2, "float32"))
+    bij = tn.Rescaling(v)
+    v.assign([1.0, 2.0])
+    np.testing.assert_allclose(bij.forward(tf.ones((1, 2))), np.exp([[1.0, 2.0]]), rtol=1e-6)
+    np.testing.assert_allclose(bij.forward_log_det_jacobian(tf.ones((1, 2)), 1), [3.0])
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_event_size_not_matching_mask():
+    bij = coupling(tn.partition_mask("odd_even", (5,)), tf.float32, seed=1)
+    with pytest.raises(ValueError, match=r"event shape \(5,\).*\(4,\)"):
+        bij.forward(tf.zeros((2, 4)))
+    with pytest.raises(ValueError, match="event shape"):
+        bij.inverse_log_det_jacobian(tf.zeros((2, 6)), event_ndims=1)
+
+
+def test_mask_of_wrong_shape():
+    nets = [random_mlp(2, 2, tf.float32, seed=1)]
+    with pytest.raises(ValueError, match=r"mask has shape \(4,\).*event shape is \(5,\)"):
+        tn.nice_bijector((5,), nets, partition=np.array([True, False, True, False]))
+    with pytest.raises(ValueError, match="scalar"):
+        tn.AdditiveCoupling(nets[0], True)
+
+
+@pytest.mark.parametrize("mask", [np.ones(4, bool), np.zeros(4, bool)], ids=["all-true", "all-false"])
+def test_mask_with_an_empty_side(mask):
+    with pytest.raises(ValueError, match="empty"):
+        tn.AdditiveCoupling(lambda a: a, mask)
+
+
+def test_mask_that_is_not_boolean():
+    with pytest.raises(ValueError, match="boolean"):
+        tn.AdditiveCoupling(lambda a: a, np.array([0.5, 1.0]))
+
+
+def test_event_too_small_to_split():
+    with pytest.raises(ValueError, match="empty"):
+        tn.partition_mask("halves", (1,))
+
+
+@pytest.mark.parametrize(
+    "partition,event_shape,message",
+    [("diagonal", (4,), "Unknown partition"),
+     ("checkerboard", (6,), "checkerboard"),
+     ("channel", (4, 4), "channel")],
+)
+def test_bad_partition(partition, event_shape, message):
+    with pytest.raises(ValueError, match=message):
+        tn.partition_mask(partition, event_shape)
+
+
+def test_non_float_input():
+    bij = coupling(tn.partition_mask("odd_even", (4,)), tf.float32, seed=1)
+    with pytest.raises(TypeError, match="floating.*int32"):
+        bij.forward(tf.zeros((2, 4), tf.int32))
+    with pytest.raises(TypeError, match="floating.*int32"):
+        tn.Rescaling(tf.zeros(3)).forward(tf.zeros((2, 3), tf.int32))
+
+
+def test_non_float_log_scale():
+    with pytest.raises(TypeError, match="log_scale must have a floating dtype, got int32"):
+        tn.Rescaling(tf.zeros(3, tf.int32))
+
+
+def test_dtype_mismatch_between_data_and_network():
+    bij = coupling(tn.partition_mask("odd_even", (4,)), tf.float32, seed=1)
+    with pytest.raises(TypeError, match="float32.*float64"):
+        bij.forward(tf.zeros((2, 4), tf.float64))
+
+
+def test_shift_fn_with_wrong_output_size():
+    bij = tn.AdditiveCoupling(lambda a: tf.concat([a, a], axis=-1),
+                              tn.partition_mask("halves", (5,)))
+    with pytest.raises(ValueError, match=r"\[batch, 3\].*\(2, 4\)"):
+        bij.forward(tf.zeros((2, 5)))
+
+
+def test_non_callable_shift_fn():
+    with pytest.raises(TypeError, match="callable"):
+        tn.AdditiveCoupling("relu", tn.partition_mask("halves", (4,)))
+
+
+def test_log_scale_of_wrong_shape():
+    nets = [random_mlp(2, 3, tf.float32, seed=1)]
+    with pytest.raises(ValueError, match=r"log_scale has shape \(4,\).*event shape \(5,\)"):
+        tn.nice_bijector((5,), nets, partition="halves", log_scale=tf.zeros(4))
+    with pytest.raises(ValueError, match=r"event shape \(4,\).*\(5,\)"):
+        tn.Rescaling(tf.zeros(4)).forward(tf.zeros((2, 5)))
+    with pytest.raises(ValueError, match=r"log_scale has shape \(3,\)"):
+        tn.nice_bijector((4, 4, 2), [random_mlp(16, 16, tf.float32, 1)],
+                         partition="checkerboard", log_scale=tf.zeros(3))
+
+
+def test_network_width_not_matching_coupling():
+    with pytest.raises(ValueError, match="returns 2 values but coupling 0 transforms 3"):
+        tn.nice_bijector((5,), [tn.CouplingMLP((4,), 2)], partition="halves")
+
+
+def test_no_shift_networks():
+    with pytest.raises(ValueError, match="at least one"):
+        tn.nice_bijector((5,), [])
+
+
+@pytest.mark.parametrize("bad", [(0,), (4, -1), (2.5,), ("8",)], ids=str)
+def test_coupling_mlp_bad_sizes(bad):
+    with pytest.raises(ValueError, match="positive ints"):
+        tn.CouplingMLP(bad, 3)
+
+
+def test_validate_args_rejects_non_finite_constant_log_scale():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="log_scale must be finite"):
+        tn.Rescaling(tf.constant([0.0, np.nan]), validate_args=True)
+
+
+def test_validate_args_rejects_non_finite_variable_log_scale_at_call():
+    v = tf.Variable([0.0, 0.0])
+    bij = tn.Rescaling(v, validate_args=True)
+    bij.forward(tf.ones((1, 2)))
+    v.assign([0.0, np.inf])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="log_scale must be finite"):
+        bij.forward(tf.ones((1, 2)))
+
+
+def test_without_validate_args_non_finite_log_scale_is_not_checked():
+    bij = tn.Rescaling(tf.constant([0.0, np.inf]))
+    assert np.isinf(bij.forward(tf.ones((1, 2)))[0, 1])

@@ -1,0 +1,107 @@
+"""Assembling NICE's couplings and rescaling into one bijector."""
+
+import numpy as np
+import tensorflow_probability as tfp
+
+from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
+from tfp_nice.bijectors.masks import check_mask, partition_mask
+from tfp_nice.bijectors.rescaling import Rescaling
+
+tfb = tfp.bijectors
+
+__all__ = ["nice_bijector", "coupling_masks"]
+
+
+def coupling_masks(event_shape, num_couplings, partition="odd_even"):
+    """Returns the masks of `num_couplings` couplings, alternating the partition.
+
+    Coupling `i` (0-based, in the data -> latent order) conditions on `mask`
+    when `i` is even and on `~mask` when it is odd, so every entry is
+    transformed by every other coupling, as in NICE.
+
+    Args:
+      event_shape: the event shape.
+      num_couplings: positive int.
+      partition: a name accepted by `tfp_nice.partition_mask`, or a boolean
+        mask of the event shape.
+    """
+    event_shape = tuple(int(d) for d in event_shape)
+    if isinstance(partition, str):
+        mask = partition_mask(partition, event_shape)
+    else:
+        mask = check_mask(partition, event_shape)
+    return [mask if i % 2 == 0 else ~mask for i in range(num_couplings)]
+
+
+def _check_log_scale_shape(log_scale, event_shape):
+    shape = tuple(getattr(log_scale, "shape", np.shape(log_scale)))
+    if shape != tuple(event_shape[len(event_shape) - len(shape):]) or len(shape) > len(event_shape):
+        raise ValueError(
+            f"log_scale has shape {shape}; for event shape {tuple(event_shape)} it "
+            f"must be {tuple(event_shape)} (one per entry) or a trailing part of "
+            f"it such as {tuple(event_shape[-1:])} (one per channel)."
+        )
+
+
+def nice_bijector(
+    event_shape,
+    shift_fns,
+    partition="odd_even",
+    log_scale=None,
+    validate_args=False,
+    name="nice",
+):
+    """Returns NICE's generator `g`, a bijector mapping latent -> data.
+
+    NICE (arXiv 1410.8516) defines the data -> latent map
+
+        f = Rescaling(log_scale) o AdditiveCoupling_K o ... o AdditiveCoupling_1
+
+    where coupling `k` uses the `k`-th shift network and the partition flips
+    between consecutive couplings, and the rescaling is the last layer of `f`.
+    This function returns `g = f^{-1}` as `tfb.Invert(f)`, the bijector a
+    `tfd.TransformedDistribution(base, g)` expects, so that
+
+        log p(x) = log p_base(f(x)) + sum(log_scale)   (counted per entry).
+
+    `result.bijector` is `f` itself (a `tfb.Chain`), e.g. to encode data.
+
+    Args:
+      event_shape: shape of one data point, `(d,)` or `(h, w, c)`.
+      shift_fns: sequence of shift networks, one per coupling, in the order
+        `f` applies them; network `k` maps the conditioning part of coupling
+        `k` to the shift of its other part (see `AdditiveCoupling`).
+      partition: `"halves"`, `"odd_even"`, `"checkerboard"`, `"channel"`, or
+        a boolean mask of the event shape, for the first coupling.
+      log_scale: `None` for no rescaling (a volume-preserving flow), or the
+        log-scales (Tensor or variable) of the event shape or of its trailing
+        dimensions (e.g. `(c,)`, one per channel).
+      validate_args: passed to every bijector.
+      name: name of the returned bijector.
+
+    Raises:
+      ValueError: for an empty `shift_fns`, a bad partition or mask, or a
+        `log_scale` whose shape does not fit `event_shape`.
+    """
+    event_shape = tuple(int(d) for d in event_shape)
+    shift_fns = list(shift_fns)
+    if not shift_fns:
+        raise ValueError("nice_bijector needs at least one shift network, got none.")
+    masks = coupling_masks(event_shape, len(shift_fns), partition)
+    couplings = []
+    for k, (fn, mask) in enumerate(zip(shift_fns, masks)):
+        expected = getattr(fn, "output_units", None)
+        if expected is not None and expected != int((~mask).sum()):
+            raise ValueError(
+                f"Shift network {k} returns {expected} values but coupling {k} "
+                f"transforms {int((~mask).sum())} entries."
+            )
+        couplings.append(
+            AdditiveCoupling(fn, mask, validate_args=validate_args, name=f"coupling_{k}")
+        )
+    layers = list(reversed(couplings))
+    if log_scale is not None:
+        _check_log_scale_shape(log_scale, event_shape)
+        layers.insert(0, Rescaling(log_scale, validate_args=validate_args))
+    f = tfb.Chain(layers, validate_args=validate_args, name=f"{name}_f")
+    return tfb.Invert(f, validate_args=validate_args, name=name)

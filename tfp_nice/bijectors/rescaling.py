@@ -1,0 +1,141 @@
+"""NICE's diagonal scaling layer."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_nice.bijectors import _checks
+
+tfb = tfp.bijectors
+
+__all__ = ["Rescaling"]
+
+
+def _keep_variable(value, dtype):
+    """Returns variables as they are (Keras variables as their `tf.Variable`)."""
+    inner = getattr(value, "value", None)
+    if isinstance(inner, tf.Variable):  # a Keras 3 variable on the TF backend
+        return inner
+    if isinstance(value, tf.Variable):
+        return value
+    return tf.convert_to_tensor(value, dtype=dtype)
+
+
+class Rescaling(tfb.AutoCompositeTensorBijector):
+    """NICE's diagonal scaling layer, log-parameterised.
+
+    With `s = log_scale`:
+
+        forward:  y = x * exp(s)            forward_log_det_jacobian  =  sum(s)
+        inverse:  x = y * exp(-s)           inverse_log_det_jacobian  = -sum(s)
+
+    `forward` scales by `exp(s)`, whatever the bijector is used for. In the NICE
+    paper (arXiv 1410.8516, eq. 6) the rescaling is the *last* layer of the
+    data -> latent map `f`, so that `log p(x) = sum_d log p_H(f_d(x)) + sum_i s_i`.
+    Inside a `tfd.TransformedDistribution` (whose bijector maps latent -> data)
+    that layer therefore appears inverted; `tfp_nice.nice_bijector` does this.
+
+    `log_scale` has the shape of the event it scales, or of its trailing
+    dimensions: `(d,)` for a vector event, `(h, w, c)` for one scale per pixel
+    and channel, or `(c,)` for one scale per channel of an `(h, w, c)` image.
+    The bijector's `forward_min_event_ndims` is the rank of `log_scale`; applied
+    to a larger event, the log-det counts each scaled entry (TFP sums over the
+    extra event dimensions), so a per-channel `(c,)` scale on `(h, w, c)` images
+    gives `h * w * sum(s)`. The log-det is broadcast to the batch shape of `x`.
+
+    A zero `log_scale` is the identity (NICE's initialisation).
+    """
+
+    def __init__(self, log_scale, validate_args=False, name="rescaling"):
+        """Builds the bijector.
+
+        Args:
+          log_scale: floating Tensor, `tf.Variable` or Keras variable holding
+            the log of the scale. Gradients reach variables. Its static rank
+            is the bijector's `forward_min_event_ndims`.
+          validate_args: if `True`, calls check at run time that `log_scale`
+            is finite.
+          name: name of the bijector.
+
+        Raises:
+          TypeError: if `log_scale` is not floating.
+          ValueError: if the rank of `log_scale` is not known statically.
+        """
+        parameters = dict(locals())
+        with tf.name_scope(name) as name:
+            dtype = _checks.floating_dtype(log_scale, "Rescaling's log_scale")
+            self._log_scale = _keep_variable(log_scale, dtype)
+            self._scale_dtype = dtype
+            rank = self._log_scale.shape.rank
+            if rank is None:
+                raise ValueError(
+                    "Rescaling's log_scale must have a static rank, got a tensor "
+                    "of unknown rank."
+                )
+            self._scale_shape = tuple(self._log_scale.shape)
+            if any(d is None for d in self._scale_shape):
+                raise ValueError(
+                    "Rescaling's log_scale must have a static shape, "
+                    f"got {self._scale_shape}."
+                )
+            super().__init__(
+                forward_min_event_ndims=rank,
+                is_constant_jacobian=True,
+                validate_args=validate_args,
+                # No dtype here: TFP would then convert inputs itself; the
+                # checks below name a wrong dtype instead.
+                parameters=parameters,
+                name=name,
+            )
+
+    @classmethod
+    def _parameter_properties(cls, dtype):
+        return dict(
+            log_scale=tfp.util.ParameterProperties(
+                event_ndims=lambda self, x_event_ndims=None: len(self._scale_shape)
+            )
+        )
+
+    @property
+    def log_scale(self):
+        """The log of the scale (a Tensor or the variable it was given)."""
+        return self._log_scale
+
+    def _check_input(self, t, what):
+        _checks.check_floating_input(t, self._scale_dtype, self.name)
+        _checks.check_event_shape(t, self._scale_shape, self.name, what)
+
+    def _forward(self, x):
+        self._check_input(x, "x")
+        return x * tf.exp(self._log_scale)
+
+    def _inverse(self, y):
+        self._check_input(y, "y")
+        return y * tf.exp(-self._log_scale)
+
+    def _log_det(self, t):
+        total = tf.reduce_sum(self._log_scale)
+        rank = len(self._scale_shape)
+        shape = tf.shape(t)
+        batch_shape = shape[: tf.size(shape) - rank]
+        return tf.broadcast_to(total, batch_shape)
+
+    def _forward_log_det_jacobian(self, x):
+        self._check_input(x, "x")
+        return self._log_det(x)
+
+    def _inverse_log_det_jacobian(self, y):
+        self._check_input(y, "y")
+        return -self._log_det(y)
+
+    def _parameter_control_dependencies(self, is_init):
+        if not self.validate_args:
+            return []
+        # Constants are checked once, at construction; variables at each call.
+        if is_init == isinstance(self._log_scale, tf.Variable):
+            return []
+        return [
+            tf.debugging.Assert(
+                tf.reduce_all(tf.math.is_finite(self._log_scale)),
+                ["Rescaling's log_scale must be finite; got", self._log_scale],
+            )
+        ]

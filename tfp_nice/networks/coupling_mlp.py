@@ -1,0 +1,94 @@
+"""The multilayer perceptron NICE uses as its coupling function `m`."""
+
+import keras
+
+__all__ = ["CouplingMLP"]
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class CouplingMLP(keras.layers.Layer):
+    """A dense network `x_A -> m(x_A)` for a coupling layer.
+
+    `len(hidden_units)` hidden `Dense` layers with `activation`, then a linear
+    `Dense(output_units)` whose kernel and bias start at zero, so that a fresh
+    coupling layer is the identity (and a fresh NICE flow is its rescaling).
+    NICE's MNIST model uses `hidden_units=(1000,) * 5` with ReLU.
+
+    Input: `(..., n_A)`; output: `(..., output_units)`.
+    """
+
+    def __init__(
+        self,
+        hidden_units,
+        output_units,
+        activation="relu",
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        """Builds the layer.
+
+        Args:
+          hidden_units: sequence of positive ints, the width of each hidden layer
+            (may be empty for a linear map).
+          output_units: positive int, the size of the transformed part `n_B`.
+          activation: Keras activation of the hidden layers.
+          kernel_initializer: initialiser of the hidden kernels.
+          **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+        Raises:
+          ValueError: for non-positive or non-integer sizes.
+        """
+        super().__init__(**kwargs)
+        hidden_units = tuple(hidden_units)
+        for u in hidden_units + (output_units,):
+            if isinstance(u, bool) or not isinstance(u, int) or u <= 0:
+                raise ValueError(
+                    "CouplingMLP sizes must be positive ints. Received: "
+                    f"hidden_units={hidden_units}, output_units={output_units}"
+                )
+        self.hidden_units = hidden_units
+        self.output_units = output_units
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.hidden_layers = [
+            keras.layers.Dense(
+                u,
+                activation=self.activation,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=f"hidden_{i}",
+            )
+            for i, u in enumerate(hidden_units)
+        ]
+        self.output_layer = keras.layers.Dense(
+            output_units,
+            kernel_initializer="zeros",
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="shift",
+        )
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.hidden_layers:
+            layer.build(shape)
+            shape = shape[:-1] + (layer.units,)
+        self.output_layer.build(shape)
+
+    def call(self, inputs):
+        h = inputs
+        for layer in self.hidden_layers:
+            h = layer(h)
+        return self.output_layer(h)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (self.output_units,)
+
+    def get_config(self):
+        config = {
+            "hidden_units": list(self.hidden_units),
+            "output_units": self.output_units,
+            "activation": keras.activations.serialize(self.activation),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+        return {**super().get_config(), **config}
