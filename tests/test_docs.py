@@ -1,0 +1,26 @@
+"""The README's Python snippets run, and what they print is what they say."""
+
+import contextlib
+import io
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _python_blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_snippets_run():
+    blocks = _python_blocks()
+    assert len(blocks) >= 2
+    namespace = {}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for block in blocks:
+            exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+    assert namespace["x"].shape == (5, 6)
+    assert namespace["log_p"].shape == (5,)
+    assert namespace["h"].shape == (5, 6)
+    assert "[0.3 0.3 0.3]" in out.getvalue()
