@@ -1,5 +1,6 @@
 """NICE's diagonal scaling layer."""
 
+import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -10,12 +11,17 @@ tfb = tfp.bijectors
 __all__ = ["Rescaling"]
 
 
+def _is_variable(value):
+    return isinstance(value, (tf.Variable, keras.Variable))
+
+
 def _keep_variable(value, dtype):
-    """Returns variables as they are (Keras variables as their `tf.Variable`)."""
-    inner = getattr(value, "value", None)
-    if isinstance(inner, tf.Variable):  # a Keras 3 variable on the TF backend
-        return inner
-    if isinstance(value, tf.Variable):
+    """Returns variables (TF or Keras) as they are, anything else as a Tensor.
+
+    A Keras variable is read at every use (`tf.convert_to_tensor`), so Keras's
+    autocast and stateless scopes see it as they see any Keras weight.
+    """
+    if _is_variable(value):
         return value
     return tf.convert_to_tensor(value, dtype=dtype)
 
@@ -50,8 +56,9 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
 
         Args:
           log_scale: floating Tensor, `tf.Variable` or Keras variable holding
-            the log of the scale. Gradients reach variables. Its static rank
-            is the bijector's `forward_min_event_ndims`.
+            the log of the scale. Variables are read at every call, and
+            gradients reach them. Its static rank is the bijector's
+            `forward_min_event_ndims`.
           validate_args: if `True`, calls check at run time that `log_scale`
             is finite.
           name: name of the bijector.
@@ -65,13 +72,14 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
             dtype = _checks.floating_dtype(log_scale, "Rescaling's log_scale")
             self._log_scale = _keep_variable(log_scale, dtype)
             self._scale_dtype = dtype
-            rank = self._log_scale.shape.rank
+            shape = tf.TensorShape(self._log_scale.shape)
+            rank = shape.rank
             if rank is None:
                 raise ValueError(
                     "Rescaling's log_scale must have a static rank, got a tensor "
                     "of unknown rank."
                 )
-            self._scale_shape = tuple(self._log_scale.shape)
+            self._scale_shape = tuple(shape)
             if any(d is None for d in self._scale_shape):
                 raise ValueError(
                     "Rescaling's log_scale must have a static shape, "
@@ -106,14 +114,14 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
 
     def _forward(self, x):
         self._check_input(x, "x")
-        return x * tf.exp(self._log_scale)
+        return x * tf.exp(tf.convert_to_tensor(self._log_scale))
 
     def _inverse(self, y):
         self._check_input(y, "y")
-        return y * tf.exp(-self._log_scale)
+        return y * tf.exp(-tf.convert_to_tensor(self._log_scale))
 
     def _log_det(self, t):
-        total = tf.reduce_sum(self._log_scale)
+        total = tf.reduce_sum(tf.convert_to_tensor(self._log_scale))
         rank = len(self._scale_shape)
         shape = tf.shape(t)
         batch_shape = shape[: tf.size(shape) - rank]
@@ -131,11 +139,12 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
         if not self.validate_args:
             return []
         # Constants are checked once, at construction; variables at each call.
-        if is_init == isinstance(self._log_scale, tf.Variable):
+        if is_init == _is_variable(self._log_scale):
             return []
+        log_scale = tf.convert_to_tensor(self._log_scale)
         return [
             tf.debugging.Assert(
-                tf.reduce_all(tf.math.is_finite(self._log_scale)),
-                ["Rescaling's log_scale must be finite; got", self._log_scale],
+                tf.reduce_all(tf.math.is_finite(log_scale)),
+                ["Rescaling's log_scale must be finite; got", log_scale],
             )
         ]
