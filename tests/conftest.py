@@ -1,4 +1,4 @@
-"""Shared test set-up: quiet TensorFlow, seeded randomness, and an error report."""
+"""Shared test set-up: quiet TensorFlow, two logical CPUs, seeds, and a report."""
 
 import os
 
@@ -9,13 +9,26 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Two logical CPU devices, so tf.distribute runs on a machine without GPUs.
+# This must happen before TensorFlow initialises its devices.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
 _WORST = {}
+_NUMBERS = {}
 
 
 def record_error(kind, dtype, value):
     """Keeps the largest error seen per (kind, dtype) for the summary."""
     key = (kind, tf.as_dtype(dtype).name)
     _WORST[key] = max(_WORST.get(key, 0.0), float(value))
+
+
+def record_number(name, value):
+    """Reports a measured number (a likelihood, bits/dim) in the summary."""
+    _NUMBERS[name] = float(value)
 
 
 @pytest.fixture(autouse=True)
@@ -25,8 +38,11 @@ def _seed():
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _WORST:
-        return
-    terminalreporter.section("largest errors seen")
-    for (kind, dtype), value in sorted(_WORST.items()):
-        terminalreporter.write_line(f"{kind:<28} {dtype:<8} {value:.3e}")
+    if _WORST:
+        terminalreporter.section("largest errors seen")
+        for (kind, dtype), value in sorted(_WORST.items()):
+            terminalreporter.write_line(f"{kind:<28} {dtype:<8} {value:.3e}")
+    if _NUMBERS:
+        terminalreporter.section("measured numbers")
+        for name, value in sorted(_NUMBERS.items()):
+            terminalreporter.write_line(f"{name:<60} {value:.4f}")

@@ -15,15 +15,19 @@ from tfp_nice.bijectors import (
     nice_bijector,
     partition_mask,
 )
+from tfp_nice.models import NICE
 from tfp_nice.networks import CouplingMLP
+from tfp_nice import data  # noqa: E402  (the subpackage, as tfp_nice.data)
 
 __all__ = [
     "PARTITIONS",
     "AdditiveCoupling",
     "CouplingMLP",
+    "NICE",
     "Rescaling",
     "__version__",
     "check_mask",
+    "data",
     "coupling_masks",
     "nice_bijector",
     "partition_mask",

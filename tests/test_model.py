@@ -1,0 +1,332 @@
+"""The Keras 3 NICE model: training, the distribution it exposes, saving, strategies."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfp_nice as tn
+from tfp_nice.data import bits_per_dim
+
+tfd = tfp.distributions
+
+
+def small_model(event_shape=(6,), **kwargs):
+    kwargs.setdefault("num_couplings", 4)
+    kwargs.setdefault("hidden_units", (16, 16))
+    partition = "odd_even" if len(event_shape) == 1 else "checkerboard"
+    kwargs.setdefault("partition", partition)
+    return tn.NICE(event_shape, **kwargs)
+
+
+def data(n=256, event_shape=(6,), seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n,) + event_shape) * 0.5 + 1.0).astype("float32")
+
+
+def randomise(model, seed=0, scale=0.2):
+    """Gives every weight a random value (a fresh model is the identity flow)."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(scale=scale, size=w.shape).astype(w.dtype))
+    return model
+
+
+# --- the distribution and its methods -------------------------------------------------
+
+
+def test_fresh_model_is_identity_flow_over_the_prior():
+    model = small_model()
+    x = data(8)
+    prior = tfd.Independent(tfd.Logistic(tf.zeros(6), 1.0), 1)
+    np.testing.assert_allclose(model.log_prob(x), prior.log_prob(x), rtol=1e-6)
+    np.testing.assert_array_equal(model.encode(x), x)
+
+
+def test_distribution_is_a_transformed_distribution_equal_to_log_prob_and_predict():
+    model = randomise(small_model())
+    x = data(32)
+    dist = model.distribution
+    # TFP hands back its non-composite-tensor TransformedDistribution class here,
+    # since coupling networks are not tensors.
+    assert type(dist).__name__.lstrip("_") == "TransformedDistribution"
+    assert isinstance(dist, tfd.Distribution) and dist.event_shape == (6,)
+    assert isinstance(dist.distribution.distribution, tfd.Logistic)
+    lp = model.log_prob(x).numpy()
+    np.testing.assert_allclose(dist.log_prob(x), lp, rtol=1e-6)
+    np.testing.assert_allclose(model.predict(x, verbose=0), lp, rtol=1e-5)
+    np.testing.assert_allclose(model(x), lp, rtol=1e-6)
+    assert lp.shape == (32,) and np.all(np.isfinite(lp))
+
+
+def test_log_prob_is_prior_of_encoding_plus_sum_of_log_scale():
+    model = randomise(small_model())
+    x = data(16)
+    h = model.encode(x)
+    expected = model.base_distribution.log_prob(h) + tf.reduce_sum(model.log_scale)
+    np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_encode_decode_round_trip():
+    model = randomise(small_model((4, 4, 2)))
+    x = data(8, (4, 4, 2))
+    back = model.decode(tf.identity(model.encode(x)))
+    np.testing.assert_allclose(back, x, atol=1e-5)
+
+
+@pytest.mark.parametrize("event_shape", [(6,), (4, 4, 2)], ids=["vector", "image"])
+def test_sample_shapes_and_temperature(event_shape):
+    model = randomise(small_model(event_shape))
+    assert model.sample(5).shape == (5,) + event_shape
+    assert model.sample(0).shape == (0,) + event_shape
+    seed = tf.constant([3, 4], tf.int32)
+    z = model.base_distribution.sample(200, seed=seed)
+    cold = model.sample(200, temperature=0.5, seed=seed)
+    np.testing.assert_allclose(model.encode(cold), 0.5 * z, rtol=1e-4, atol=1e-4)
+
+
+def test_sample_with_a_stateless_seed_repeats():
+    model = randomise(small_model())
+    seed = tf.constant([1, 2], tf.int32)
+    np.testing.assert_array_equal(model.sample(4, seed=seed), model.sample(4, seed=seed))
+
+
+@pytest.mark.parametrize("prior", ["logistic", "normal"])
+def test_named_priors(prior):
+    model = small_model(prior=prior)
+    base = model.base_distribution.distribution
+    assert isinstance(base, tfd.Logistic if prior == "logistic" else tfd.Normal)
+
+
+def test_custom_prior():
+    prior = tfd.MultivariateNormalDiag(loc=tf.ones(6), scale_diag=2.0 * tf.ones(6))
+    model = small_model(prior=prior)
+    x = data(4)
+    np.testing.assert_allclose(model.log_prob(x), prior.log_prob(x), rtol=1e-6)
+    with pytest.raises(NotImplementedError, match="custom prior"):
+        model.get_config()
+
+
+def test_float64_model():
+    model = randomise(small_model(dtype="float64"))
+    x = data(8).astype("float64")
+    lp = model.log_prob(x)
+    assert lp.dtype == tf.float64
+    back = model.decode(tf.identity(model.encode(x)))
+    np.testing.assert_allclose(back, x, atol=1e-12)
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def test_fit_changes_every_trainable_weight_and_lowers_the_loss():
+    model = small_model()
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.compile(keras.optimizers.Adam(1e-2))
+    history = model.fit(data(256), epochs=3, batch_size=32, verbose=0)
+    assert len(before) == 4 * 6 + 1
+    for w, b in zip(model.trainable_weights, before):
+        assert not np.allclose(w.numpy(), b), f"{w.path} did not change"
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_logs_report_nll_in_nats_and_bits_per_dim():
+    model = randomise(small_model(num_levels=256))
+    x = data(64)
+    model.compile("adam")
+    result = model.evaluate(x, batch_size=64, verbose=0, return_dict=True)
+    nll = -float(np.mean(model.log_prob(x)))
+    assert result["nll"] == pytest.approx(nll, rel=1e-5)
+    assert result["loss"] == pytest.approx(nll, rel=1e-5)
+    expected_bpd = (nll + 6 * np.log(256)) / (6 * np.log(2))
+    assert result["bits_per_dim"] == pytest.approx(expected_bpd, rel=1e-5)
+    history = model.fit(x, epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "nll", "bits_per_dim"}
+
+
+def test_fit_on_a_tf_data_dataset():
+    model = small_model()
+    model.compile(keras.optimizers.Adam(1e-2))
+    ds = tf.data.Dataset.from_tensor_slices(data(128)).batch(32)
+    history = model.fit(ds, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def _train_losses(jit_compile, steps_per_execution=1, epochs=2):
+    keras.utils.set_random_seed(5)
+    model = randomise(small_model(), seed=1)
+    model.compile(keras.optimizers.SGD(1e-2), jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
+    history = model.fit(data(192), epochs=epochs, batch_size=32, shuffle=False, verbose=0)
+    return history.history["loss"], model.log_prob(data(16, seed=9)).numpy()
+
+
+@pytest.mark.parametrize("jit_compile,steps_per_execution",
+                         [(True, 1), (False, 1), (False, 3), (True, 3)])
+def test_jit_compile_and_steps_per_execution_give_the_same_training(jit_compile,
+                                                                    steps_per_execution):
+    reference_loss, reference_lp = _train_losses(False, 1)
+    loss, lp = _train_losses(jit_compile, steps_per_execution)
+    np.testing.assert_allclose(loss, reference_loss, rtol=1e-4)
+    np.testing.assert_allclose(lp, reference_lp, rtol=1e-4, atol=1e-4)
+
+
+def test_stock_callbacks(tmp_path):
+    model = small_model()
+    model.compile(keras.optimizers.Adam(1e-2))
+    x = data(256)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "epoch-{epoch}.keras")),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=50),
+        keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9),
+        keras.callbacks.TensorBoard(log_dir=str(tmp_path / "tb")),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    history = model.fit(x, epochs=3, batch_size=64, validation_split=0.25, verbose=0,
+                        callbacks=callbacks)
+    assert len(history.history["loss"]) == 3
+    # best loss set at epoch 1; epochs 2 and 3 do not improve by min_delta: halved twice
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-2 * 0.5 ** 2)
+    assert any((tmp_path / "tb").rglob("*tfevents*"))
+    assert sorted(p.name for p in tmp_path.glob("*.keras")) == [
+        "epoch-1.keras", "epoch-2.keras", "epoch-3.keras"]
+    restored = keras.models.load_model(tmp_path / "epoch-3.keras")
+    np.testing.assert_array_equal(restored.log_prob(x[:16]), model.log_prob(x[:16]))
+    first = keras.models.load_model(tmp_path / "epoch-1.keras")
+    assert not np.allclose(first.log_prob(x[:16]), model.log_prob(x[:16]))
+
+
+def test_early_stopping_restores_the_best_weights():
+    model = small_model()
+    model.compile(keras.optimizers.Adam(3e-2))
+    x = data(256)
+    history = model.fit(
+        x, epochs=60, batch_size=16, validation_split=0.5, verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
+                                                 restore_best_weights=True)])
+    epochs = len(history.history["loss"])
+    assert epochs < 60, "the model did not overfit; the test needs a stronger optimiser"
+    best = min(history.history["val_loss"])
+    val = model.evaluate(x[128:], batch_size=128, verbose=0, return_dict=True)["loss"]
+    assert val == pytest.approx(best, rel=1e-4)
+
+
+def test_terminate_on_nan_stops_training():
+    model = small_model()
+    model.compile("adam")
+    x = data(128)
+    x[70] = np.nan
+    history = model.fit(x, epochs=5, batch_size=32, shuffle=False, verbose=0,
+                        callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert len(history.history["loss"]) == 1
+    assert np.isnan(history.history["loss"][0])
+
+
+def test_mirrored_strategy_matches_one_device():
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2
+    x = data(128)
+    reference = randomise(small_model(), seed=3)
+    weights = reference.get_weights()
+    reference.compile(keras.optimizers.SGD(1e-2))
+    ref_history = reference.fit(x, epochs=2, batch_size=32, shuffle=False, verbose=0)
+
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        model = small_model()
+        model.set_weights(weights)
+        model.compile(keras.optimizers.SGD(1e-2))
+    history = model.fit(x, epochs=2, batch_size=32, shuffle=False, verbose=0)
+    np.testing.assert_allclose(history.history["loss"], ref_history.history["loss"], rtol=1e-5)
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# --- saving -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_shape,kwargs", [
+    ((6,), {}),
+    ((4, 4, 2), {"prior": "normal", "num_levels": 256}),
+    ((5,), {"partition": [True, False, False, True, False], "rescaling": False}),
+], ids=["vector", "image-normal", "custom-mask-no-rescaling"])
+def test_keras_file_round_trip(tmp_path, event_shape, kwargs):
+    model = randomise(small_model(event_shape, **kwargs))
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(data(64, event_shape), epochs=1, verbose=0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, tn.NICE)
+    x = data(16, event_shape, seed=4)
+    np.testing.assert_array_equal(loaded.log_prob(x), model.log_prob(x))
+    assert loaded.get_config() == model.get_config()
+    loaded.fit(data(64, event_shape), epochs=1, verbose=0)  # the optimizer came back too
+
+
+def test_config_round_trip():
+    model = randomise(small_model(num_levels=17, activation="tanh"))
+    config = model.get_config()
+    json.dumps(config)
+    clone = tn.NICE.from_config(config)
+    assert clone.get_config() == config
+    clone.set_weights(model.get_weights())
+    x = data(8)
+    np.testing.assert_array_equal(clone.log_prob(x), model.log_prob(x))
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def test_compile_rejects_a_loss():
+    with pytest.raises(ValueError, match="takes no loss"):
+        small_model().compile("adam", loss="mse")
+
+
+def test_wrong_event_shape_in_log_prob_and_fit():
+    model = small_model()
+    with pytest.raises(ValueError, match=r"event shape \(6,\)"):
+        model.log_prob(np.zeros((2, 5), "float32"))
+    model.compile("adam")
+    with pytest.raises(ValueError, match=r"\(6,\)"):
+        model.fit(np.zeros((8, 7), "float32"), epochs=1, verbose=0)
+
+
+def test_integer_data_is_refused():
+    with pytest.raises(TypeError, match="dequantize"):
+        small_model().log_prob(np.zeros((2, 6), "int32"))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"event_shape": ()}, "event_shape"),
+    ({"event_shape": (0,)}, "event_shape"),
+    ({"num_couplings": 0}, "num_couplings"),
+    ({"hidden_units": (8, -1)}, "hidden_units"),
+    ({"partition": "diagonal"}, "partition"),
+    ({"partition": [True] * 6}, "empty"),
+    ({"prior": "cauchy"}, "Unknown prior"),
+    ({"prior": tfd.Normal(0.0, 1.0)}, "event shape"),
+    ({"rescaling": "yes"}, "rescaling"),
+    ({"num_levels": 1}, "num_levels"),
+], ids=lambda v: str(v) if isinstance(v, str) else None)
+def test_bad_constructor_arguments(kwargs, message):
+    args = {"event_shape": (6,), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        tn.NICE(**args)
+
+
+@pytest.mark.parametrize("num_samples,temperature,message", [
+    (-1, 1.0, "num_samples"), (2.5, 1.0, "num_samples"),
+    (3, 0.0, "temperature"), (3, -1.0, "temperature"), (3, float("nan"), "temperature"),
+])
+def test_bad_sample_arguments(num_samples, temperature, message):
+    with pytest.raises(ValueError, match=message):
+        small_model().sample(num_samples, temperature=temperature)
+
+
+def test_bits_per_dim_helper_matches_model():
+    model = small_model((4, 4, 2), num_levels=256)
+    assert model.bits_per_dim(100.0) == pytest.approx(bits_per_dim(100.0, 32, 256))

@@ -1,0 +1,284 @@
+"""NICE as a Keras 3 model trained by maximum likelihood with `fit`."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_nice.bijectors import PARTITIONS, check_mask, coupling_masks, nice_bijector
+from tfp_nice.data.quantization import bits_per_dim
+from tfp_nice.models.priors import PRIORS, check_custom_prior, make_prior
+from tfp_nice.networks import CouplingMLP
+
+tfd = tfp.distributions
+
+__all__ = ["NICE"]
+
+
+def _positive_int(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{what} must be a positive int. Received: {what}={value!r}")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class NICE(keras.Model):
+    """NICE (Dinh et al. 2014, arXiv 1410.8516) as a Keras 3 model.
+
+    The model owns every weight: one `CouplingMLP` per additive coupling and,
+    with `rescaling=True`, the `log_scale` vector of NICE's diagonal scaling
+    layer (zeros at start, so a fresh model is the identity flow). It hands them
+    to the bijectors of `tfp_nice.nice_bijector` whenever it builds its
+    distribution.
+
+    Directions: `encode` is NICE's `f` (data -> latent; couplings, then the
+    rescaling), `decode` is `g = f^{-1}` (latent -> data), and `distribution`
+    is `tfd.TransformedDistribution(prior, g)`, so
+
+        log p(x) = log p_prior(f(x)) + sum(log_scale).
+
+    Training: `compile(optimizer=...)` then `fit(x)` minimises the mean
+    negative log-likelihood; no loss is given. `call(x)` and `predict(x)`
+    return `log_prob(x)`. The logs report `loss` (the objective: mean NLL in
+    nats, plus any regulariser), `nll` (mean NLL in nats per example) and
+    `bits_per_dim` (with the dequantization constant `D log num_levels` when
+    `num_levels` is set, see `tfp_nice.data.bits_per_dim`).
+    """
+
+    def __init__(
+        self,
+        event_shape,
+        num_couplings=4,
+        hidden_units=(1000,) * 5,
+        partition="odd_even",
+        rescaling=True,
+        prior="logistic",
+        activation="relu",
+        num_levels=None,
+        **kwargs,
+    ):
+        """Builds the model and all its weights.
+
+        Args:
+          event_shape: shape of one example, `(d,)` or `(h, w, c)`.
+          num_couplings: number of additive coupling layers (NICE: 4).
+          hidden_units: widths of each coupling network's hidden layers
+            (NICE's MNIST model: five of 1000).
+          partition: `"odd_even"` (NICE), `"halves"`, `"checkerboard"`,
+            `"channel"`, or a boolean mask of the event shape; the sides swap
+            between consecutive couplings.
+          rescaling: whether `f` ends with NICE's diagonal rescaling. Without
+            it the flow is volume preserving.
+          prior: `"logistic"` (NICE's MNIST/SVHN prior), `"normal"`, or a
+            `tfd.Distribution` with this event shape, batch shape `()` and the
+            model's dtype (its variables, if any, are not trained; a model with
+            such a prior cannot be saved to `.keras`).
+          activation: activation of the hidden layers.
+          num_levels: number of discrete levels the data were dequantized from
+            (e.g. 256 for MNIST, 17 for scikit-learn's digits), used for
+            bits/dim; `None` for continuous data.
+          **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
+
+        Raises:
+          ValueError: for any argument out of range (the message says which).
+        """
+        super().__init__(**kwargs)
+        event_shape = tuple(event_shape)
+        if not event_shape:
+            raise ValueError("NICE needs a non-empty event_shape. Received: event_shape=()")
+        self.event_shape = tuple(_positive_int(d, "event_shape entry") for d in event_shape)
+        self.num_couplings = _positive_int(num_couplings, "num_couplings")
+        self.hidden_units = tuple(_positive_int(u, "hidden_units entry") for u in hidden_units)
+        if isinstance(partition, str):
+            if partition not in PARTITIONS:
+                raise ValueError(
+                    f"partition must be one of {PARTITIONS} or a boolean mask. "
+                    f"Received: partition={partition!r}"
+                )
+            self.partition = partition
+        else:
+            self.partition = check_mask(partition, self.event_shape)
+        if not isinstance(rescaling, bool):
+            raise ValueError(f"rescaling must be True or False. Received: rescaling={rescaling!r}")
+        self.rescaling = rescaling
+        if isinstance(prior, str):
+            make_prior(prior, self.event_shape, self.compute_dtype)  # checks the name
+        else:
+            check_custom_prior(prior, self.event_shape, self.compute_dtype)
+        self.prior = prior
+        self.activation = activation
+        if num_levels is not None:
+            num_levels = _positive_int(num_levels, "num_levels")
+            if num_levels < 2:
+                raise ValueError(f"num_levels must be >= 2. Received: num_levels={num_levels}")
+        self.num_levels = num_levels
+        self.num_dims = int(np.prod(self.event_shape))
+
+        masks = coupling_masks(self.event_shape, self.num_couplings, self.partition)
+        self.coupling_networks = []
+        for k, mask in enumerate(masks):
+            net = CouplingMLP(
+                self.hidden_units,
+                int((~mask).sum()),
+                activation=activation,
+                dtype=self.dtype_policy,
+                name=f"coupling_{k}",
+            )
+            net.build((None, int(mask.sum())))
+            self.coupling_networks.append(net)
+        self.log_scale = None
+        if rescaling:
+            self.log_scale = self.add_weight(
+                shape=self.event_shape, initializer="zeros", name="log_scale"
+            )
+        self._nll_metric = keras.metrics.Mean(name="nll")
+        self._bpd_metric = keras.metrics.Mean(name="bits_per_dim")
+        self.built = True
+
+    # --- the flow -------------------------------------------------------------------------
+
+    @property
+    def bijector(self):
+        """NICE's generator `g` (latent -> data) over the current weights."""
+        return nice_bijector(
+            self.event_shape,
+            self.coupling_networks,
+            partition=self.partition,
+            log_scale=self.log_scale,
+            name="nice",
+        )
+
+    @property
+    def base_distribution(self):
+        """The prior over the latent space."""
+        if isinstance(self.prior, str):
+            return make_prior(self.prior, self.event_shape, self.compute_dtype)
+        return self.prior
+
+    @property
+    def distribution(self):
+        """`tfd.TransformedDistribution(prior, g)` over the current weights."""
+        return tfd.TransformedDistribution(self.base_distribution, self.bijector, name="NICE")
+
+    def _as_input(self, x, what="x"):
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            raise TypeError(
+                f"NICE expects floating {what}, got dtype {x.dtype.name}; dequantize "
+                "integer data first (tfp_nice.data.dequantize)."
+            )
+        if x.dtype != self.compute_dtype:
+            x = tf.cast(x, self.compute_dtype)
+        return x
+
+    def log_prob(self, x):
+        """Log-density of data `x` of shape `batch + event_shape`, in nats."""
+        return self.distribution.log_prob(self._as_input(x))
+
+    def encode(self, x):
+        """NICE's `f`: data -> latent (couplings, then the rescaling)."""
+        return self.bijector.inverse(self._as_input(x))
+
+    def decode(self, z):
+        """`g = f^{-1}`: latent -> data."""
+        return self.bijector.forward(self._as_input(z, "z"))
+
+    def sample(self, num_samples, temperature=1.0, seed=None):
+        """Draws `num_samples` examples, shape `(num_samples,) + event_shape`.
+
+        With `temperature = T` the latent is drawn from the prior and
+        multiplied by `T` before decoding: the prior's scale becomes `T`
+        (a logistic of scale `T`, a normal of standard deviation `T`), and
+        `T < 1` trades diversity for samples nearer the modes. `T = 1` samples
+        the model itself.
+
+        Args:
+          num_samples: int >= 0.
+          temperature: float > 0.
+          seed: `None`, an int, or a stateless seed (a shape-[2] int tensor).
+        """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+                or num_samples < 0:
+            raise ValueError(f"num_samples must be an int >= 0. Received: {num_samples!r}")
+        temperature = float(temperature)
+        if not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature must be a finite float > 0. Received: {temperature!r}")
+        z = self.base_distribution.sample(int(num_samples), seed=seed)
+        return self.decode(z * tf.cast(temperature, z.dtype))
+
+    # --- Keras ----------------------------------------------------------------------------
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)[1:]
+        if len(shape) != len(self.event_shape) or any(
+            s is not None and s != e for s, e in zip(shape, self.event_shape)
+        ):
+            raise ValueError(
+                f"NICE expects inputs of shape (batch, *{self.event_shape}). "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self.built = True
+
+    def call(self, inputs):
+        return self.log_prob(inputs)
+
+    def compile(self, optimizer="adam", loss=None, **kwargs):
+        """Configures training; the loss is the negative log-likelihood, so none is taken."""
+        if loss is not None:
+            raise ValueError(
+                "NICE trains by maximum likelihood and takes no loss in compile(). "
+                f"Received: loss={loss!r}"
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips compiling on load when compile() is overridden; ours only
+        # refuses a loss, so the saved configuration can be replayed as it is.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.optimizer is not None:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        nll = -y_pred
+        if sample_weight is not None:
+            nll = nll * tf.cast(tf.reshape(sample_weight, tf.shape(nll)), nll.dtype)
+        # Keras sums the replicas' losses under tf.distribute: scale like its losses do.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        loss = tf.reduce_mean(nll) / tf.cast(replicas, nll.dtype)
+        for extra in self.losses:
+            loss = loss + tf.cast(tf.reduce_sum(extra), loss.dtype) / replicas
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        nll = -y_pred
+        self._nll_metric.update_state(nll, sample_weight=sample_weight)
+        self._bpd_metric.update_state(
+            bits_per_dim(nll, self.num_dims, self.num_levels), sample_weight=sample_weight
+        )
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def bits_per_dim(self, nll_nats):
+        """Converts a mean NLL in nats to bits/dim with this model's `num_levels`."""
+        return bits_per_dim(nll_nats, self.num_dims, self.num_levels)
+
+    def get_config(self):
+        if not isinstance(self.prior, str):
+            raise NotImplementedError(
+                "A NICE model with a custom prior distribution cannot be serialized; "
+                f"use prior in {PRIORS} to save it."
+            )
+        partition = self.partition if isinstance(self.partition, str) else self.partition.tolist()
+        config = {
+            "event_shape": list(self.event_shape),
+            "num_couplings": self.num_couplings,
+            "hidden_units": list(self.hidden_units),
+            "partition": partition,
+            "rescaling": self.rescaling,
+            "prior": self.prior,
+            "activation": keras.activations.serialize(keras.activations.get(self.activation)),
+            "num_levels": self.num_levels,
+        }
+        return {**super().get_config(), **config}
