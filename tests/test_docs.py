@@ -12,7 +12,8 @@ def _python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_readme_snippets_run():
+def test_readme_snippets_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     blocks = _python_blocks()
     assert len(blocks) >= 2
     namespace = {}
@@ -24,3 +25,6 @@ def test_readme_snippets_run():
     assert namespace["log_p"].shape == (5,)
     assert namespace["h"].shape == (5, 6)
     assert "[0.3 0.3 0.3]" in out.getvalue()
+    assert "'bits_per_dim'" in out.getvalue()
+    assert namespace["samples"].shape == (16, 64)
+    assert (tmp_path / "nice.keras").is_file()

@@ -235,6 +235,7 @@ def test_mirrored_strategy_matches_one_device():
     ref_history = reference.fit(x, epochs=2, batch_size=32, shuffle=False, verbose=0)
 
     strategy = tf.distribute.MirroredStrategy(devices)
+    assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         model = small_model()
         model.set_weights(weights)

@@ -6,6 +6,7 @@ import pathlib
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def load_mnist(path, labels_path=None):
                 images = archive[x_key]
                 y_key = _NPZ_LABEL_KEYS[_NPZ_IMAGE_KEYS.index(x_key)]
                 labels = archive[y_key] if y_key in keys else None
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"{path} is not a readable .npz file: {err}") from err
     else:
         images = read_idx(path)
