@@ -15,6 +15,7 @@ from tfp_nice.bijectors import (
     nice_bijector,
     partition_mask,
 )
+from tfp_nice.export import export_saved_model
 from tfp_nice.models import NICE
 from tfp_nice.networks import CouplingMLP
 from tfp_nice import data  # noqa: E402  (the subpackage, as tfp_nice.data)
@@ -28,6 +29,7 @@ __all__ = [
     "__version__",
     "check_mask",
     "data",
+    "export_saved_model",
     "coupling_masks",
     "nice_bijector",
     "partition_mask",

@@ -264,6 +264,23 @@ class NICE(keras.Model):
         """Converts a mean NLL in nats to bits/dim with this model's `num_levels`."""
         return bits_per_dim(nll_nats, self.num_dims, self.num_levels)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Writes a SavedModel with `tfp_nice.export_saved_model` (see there).
+
+        Keras's own export serves only `call`; this one serves `log_prob`,
+        `sample`, `encode`, `decode` and the model's metadata. Other formats go
+        to `keras.Model.export`.
+        """
+        if format != "tf_saved_model":
+            return super().export(filepath, format=format, verbose=verbose, **kwargs)
+        from tfp_nice.export import export_saved_model  # the layer above; imported on use
+
+        meta = export_saved_model(self, filepath, **kwargs)
+        if verbose:
+            print(f"Saved a tfp_nice SavedModel at {filepath}: signatures "
+                  f"{', '.join(meta['signatures'])}.")
+        return meta
+
     def get_config(self):
         if not isinstance(self.prior, str):
             raise NotImplementedError(

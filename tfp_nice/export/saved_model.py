@@ -1,0 +1,203 @@
+"""SavedModel export: plain tensors in and out, served by TensorFlow alone."""
+
+import json
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from tfp_nice._version import __version__
+
+__all__ = ["METADATA_FILE", "SIGNATURES", "export_saved_model"]
+
+SIGNATURES = ("serving_default", "log_prob", "sample", "encode", "decode", "metadata")
+METADATA_FILE = "tfp_nice.json"  # in the SavedModel's assets.extra/
+
+
+def _metadata(model):
+    num_dims = int(model.num_dims)
+    levels = model.num_levels
+    return {
+        "format": "tfp_nice SavedModel",
+        "tfp_nice_version": __version__,
+        "model": type(model).__name__,
+        "event_shape": list(model.event_shape),
+        "dtype": tf.as_dtype(model.compute_dtype).name,
+        "prior": model.prior if isinstance(model.prior, str) else type(model.prior).__name__,
+        "num_dims": num_dims,
+        "num_levels": levels,
+        # bits/dim = (nll_nats + bits_per_dim_offset_nats) * bits_per_dim_scale
+        "bits_per_dim_offset_nats": num_dims * math.log(levels) if levels else 0.0,
+        "bits_per_dim_scale": 1.0 / (num_dims * math.log(2.0)),
+        "signatures": {
+            "log_prob": "x [batch, *event_shape] -> log_prob [batch] (nats)",
+            "sample": "num_samples int32 [], temperature [], seed int64 [] (< 0: fresh "
+                      "randomness) -> x [num_samples, *event_shape]",
+            "encode": "x (data) -> z (latent), NICE's f",
+            "decode": "z (latent) -> x (data), g = f^-1",
+            "metadata": "no input -> the fields of this file as tensors",
+        },
+    }
+
+
+class _Server(tf.Module):
+    """The exported object: tracks the model's variables and its serving functions."""
+
+    def __init__(self, model, meta):
+        super().__init__(name="tfp_nice_server")
+        # Keras 3 variables are not TF trackables; tracking the tf.Variables behind
+        # them is what lets graph-mode servers (saved_model_cli, TF Serving) find them.
+        self.model_variables = [w.value for w in model.weights]
+        event_shape = tuple(model.event_shape)
+        dtype = tf.as_dtype(model.compute_dtype)
+        expected = f"[batch, {', '.join(str(d) for d in event_shape)}] {dtype.name}"
+
+        def checked(t, name):
+            ok = tf.logical_and(
+                tf.equal(tf.rank(t), len(event_shape) + 1),
+                tf.reduce_all(tf.equal(tf.shape(t)[1:], event_shape)),
+            )
+            message = f"{name} must have shape {expected}; got shape"
+            with tf.control_dependencies([tf.debugging.Assert(ok, [message, tf.shape(t)])]):
+                return tf.identity(t)
+
+        data_spec = tf.TensorSpec((None,) + event_shape, dtype, name="x")
+        latent_spec = tf.TensorSpec((None,) + event_shape, dtype, name="z")
+
+        @tf.function(input_signature=[data_spec])
+        def log_prob(x):
+            return {"log_prob": model.log_prob(checked(x, "x"))}
+
+        @tf.function(input_signature=[data_spec])
+        def encode(x):
+            return {"z": model.encode(checked(x, "x"))}
+
+        @tf.function(input_signature=[latent_spec])
+        def decode(z):
+            return {"x": model.decode(checked(z, "z"))}
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([], tf.int32, name="num_samples"),
+            tf.TensorSpec([], dtype, name="temperature"),
+            tf.TensorSpec([], tf.int64, name="seed"),
+        ])
+        def sample(num_samples, temperature, seed):
+            checks = [
+                tf.debugging.Assert(num_samples >= 0,
+                                    ["num_samples must be >= 0; got", num_samples]),
+                tf.debugging.Assert(
+                    tf.logical_and(temperature > 0, tf.math.is_finite(temperature)),
+                    ["temperature must be a finite float > 0; got", temperature]),
+            ]
+            with tf.control_dependencies(checks):
+                fresh = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+                given = tf.stack([tf.cast(seed % (2**31 - 1), tf.int32), 0])
+                stateless = tf.where(seed >= 0, given, fresh)
+                z = model.base_distribution.sample(num_samples, seed=stateless)
+            return {"x": model.decode(z * temperature)}
+
+        @tf.function(input_signature=[])
+        def metadata():
+            return {
+                "event_shape": tf.constant(meta["event_shape"], tf.int64),
+                "dtype": tf.constant(meta["dtype"]),
+                "prior": tf.constant(meta["prior"]),
+                "tfp_nice_version": tf.constant(meta["tfp_nice_version"]),
+                "num_levels": tf.constant(meta["num_levels"] or 0, tf.int64),
+                "bits_per_dim_offset_nats": tf.constant(meta["bits_per_dim_offset_nats"],
+                                                        tf.float64),
+                "bits_per_dim_scale": tf.constant(meta["bits_per_dim_scale"], tf.float64),
+            }
+
+        self.log_prob = log_prob
+        self.encode = encode
+        self.decode = decode
+        self.sample = sample
+        self.metadata = metadata
+        self.signature_map = {
+            "serving_default": log_prob,
+            "log_prob": log_prob,
+            "sample": sample,
+            "encode": encode,
+            "decode": decode,
+            "metadata": metadata,
+        }
+
+
+def export_saved_model(model, path, overwrite=False):
+    """Writes `model` as a SavedModel that TensorFlow alone can serve.
+
+    Signatures (inputs and outputs are plain tensors; `*E` is the event shape):
+
+    * `serving_default`, `log_prob`: `x [None, *E]` -> `log_prob [None]` (nats);
+    * `sample`: `num_samples` int32 scalar, `temperature` scalar of the model's
+      dtype, `seed` int64 scalar (a seed >= 0 repeats its samples; < 0 draws
+      fresh ones) -> `x [num_samples, *E]`;
+    * `encode` (data -> latent, NICE's `f`): `x` -> `z`; `decode`: `z` -> `x`;
+    * `metadata`: no input -> event shape, dtype, prior, package version,
+      `num_levels` (0 for continuous data) and the bits/dim constants:
+      `bits/dim = (nll + bits_per_dim_offset_nats) * bits_per_dim_scale`.
+
+    The same metadata is written as JSON to `assets.extra/tfp_nice.json`.
+    Inputs of the wrong shape fail with an error naming the expected shape and
+    dtype. Loaded with plain `tf.saved_model.load`, the object's `log_prob`,
+    `encode`, `decode`, `sample` and `metadata` are callable too.
+
+    The export is written to a temporary folder beside `path` and moved into
+    place when complete, so a crash never leaves a half-written SavedModel at
+    `path`.
+
+    Args:
+      model: a `tfp_nice.NICE` model (built at construction; a model loaded
+        from `.keras` or trained under a `tf.distribute` strategy works too).
+      path: target folder.
+      overwrite: replace an existing `path`; otherwise an existing `path`
+        raises `FileExistsError`.
+
+    Returns:
+      The metadata dict.
+    """
+    for attr in ("event_shape", "log_prob", "encode", "decode", "base_distribution"):
+        if not hasattr(model, attr):
+            raise TypeError(
+                f"export_saved_model needs a tfp_nice model; got {type(model).__name__} "
+                f"without {attr!r}."
+            )
+    if not getattr(model, "built", False) or not model.weights:
+        raise ValueError("The model has no weights yet; build it before exporting.")
+    path = pathlib.Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    meta = _metadata(model)
+    server = _Server(model, meta)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tf.saved_model.save(server, str(tmp), signatures=dict(server.signature_map))
+        extra = tmp / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        _replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def _replace(new, target):
+    """Moves folder `new` to `target`, replacing it only once `new` is complete."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except OSError:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
