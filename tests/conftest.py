@@ -31,6 +31,19 @@ def record_number(name, value):
     _NUMBERS[name] = float(value)
 
 
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs, shared by every test.
+
+    Two strategies in one process hand out clashing collective instance keys
+    on CPU ("Shape mismatch in the collective instance"), so tests share one.
+    """
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     tf.random.set_seed(1234)

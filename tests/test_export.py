@@ -257,10 +257,8 @@ def test_model_loaded_from_keras_file_exports_the_same(tmp_path):
                                rtol=1e-6)
 
 
-def test_model_trained_under_mirrored_strategy_exports(tmp_path):
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    strategy = tf.distribute.MirroredStrategy(devices)
-    with strategy.scope():
+def test_model_trained_under_mirrored_strategy_exports(tmp_path, mirrored_strategy):
+    with mirrored_strategy.scope():
         model = tn.NICE((6,), num_couplings=2, hidden_units=(8,))
         model.compile(keras.optimizers.Adam(1e-2))
     x = inputs_for(model, n=64)

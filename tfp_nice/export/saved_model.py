@@ -2,13 +2,10 @@
 
 import json
 import math
-import os
-import pathlib
-import shutil
-import tempfile
 
 import tensorflow as tf
 
+from tfp_nice._fs import staged_dir
 from tfp_nice._version import __version__
 
 __all__ = ["METADATA_FILE", "SIGNATURES", "export_saved_model"]
@@ -168,36 +165,11 @@ def export_saved_model(model, path, overwrite=False):
             )
     if not getattr(model, "built", False) or not model.weights:
         raise ValueError("The model has no weights yet; build it before exporting.")
-    path = pathlib.Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-
     meta = _metadata(model)
     server = _Server(model, meta)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staged_dir(path, overwrite=overwrite) as tmp:
         tf.saved_model.save(server, str(tmp), signatures=dict(server.signature_map))
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)
         (extra / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return meta
-
-
-def _replace(new, target):
-    """Moves folder `new` to `target`, replacing it only once `new` is complete."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except OSError:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
