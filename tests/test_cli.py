@@ -1,0 +1,249 @@
+"""The `tfp-nice` command line: end to end in a subprocess, and every bad input."""
+
+import importlib
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfp_nice.cli import main
+
+TFP_NICE = pathlib.Path(sys.executable).with_name("tfp-nice")
+TINY = ["--epochs", "2", "--hidden", "8", "--couplings", "2", "--verbose", "0"]
+
+
+def run_cli(*args, cwd):
+    done = subprocess.run([str(TFP_NICE), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    return done
+
+
+def finite_numbers(obj):
+    if isinstance(obj, dict):
+        return all(finite_numbers(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(finite_numbers(v) for v in obj)
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    return True
+
+
+@pytest.fixture(scope="module")
+def trained_moons(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    done = run_cli("train", "--data", "moons", "--num-points", "600", *TINY, "--out", "run",
+                   cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, folder / "run", done.stdout
+
+
+def test_train_writes_every_promised_file(trained_moons):
+    _, out, stdout = trained_moons
+    assert sorted(p.name for p in out.iterdir()) == [
+        "density.png", "loss.png", "metrics.json", "model.keras", "samples.png", "saved_model"]
+    assert (out / "saved_model" / "saved_model.pb").is_file()
+    for png in ("density.png", "loss.png", "samples.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"outputs in {pathlib.Path('run')}/" in stdout
+    assert [p.name for p in out.parent.iterdir()] == ["run"]  # no temporary folder left
+
+
+def test_metrics_json(trained_moons):
+    _, out, _ = trained_moons
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert finite_numbers(metrics)
+    assert metrics["data"] == "moons" and metrics["event_shape"] == [2]
+    assert metrics["epochs"] == 2 and metrics["wall_time_seconds"] > 0
+    for part, count in (("train", 432), ("validation", 48), ("test", 120)):
+        assert metrics[part]["count"] == count
+        assert metrics[part]["bits_per_dim"] == pytest.approx(
+            metrics[part]["nll"] / (2 * math.log(2)))
+    assert len(metrics["history"]["loss"]) == 2
+    assert metrics["arguments"]["couplings"] == 2
+    assert set(metrics["versions"]) >= {"tfp_nice", "tensorflow", "tensorflow_probability", "keras"}
+
+
+@pytest.mark.parametrize("model_path", ["run/model.keras", "run/saved_model"],
+                         ids=["keras", "saved_model"])
+def test_sample_and_evaluate_on_the_outputs(trained_moons, model_path):
+    folder, _, _ = trained_moons
+    name = pathlib.Path(model_path).stem
+    done = run_cli("sample", model_path, "--num-samples", "50", "--temperature", "0.5",
+                   "--out", f"{name}.npy", cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    samples = np.load(folder / f"{name}.npy")
+    assert samples.shape == (50, 2) and np.all(np.isfinite(samples))
+    assert (folder / f"{name}.png").is_file()
+
+    np.save(folder / "points.npy", np.random.default_rng(0).normal(size=(30, 2)).astype("f4"))
+    done = run_cli("evaluate", model_path, "--data", "points.npy", cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["count"] == 30 and math.isfinite(result["nll"])
+
+
+def test_evaluate_agrees_between_keras_file_and_saved_model(trained_moons):
+    folder, _, _ = trained_moons
+    results = []
+    for model_path in ("run/model.keras", "run/saved_model"):
+        done = run_cli("evaluate", model_path, "--data", "moons", "--num-points", "200",
+                       cwd=folder)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert results[0]["nll"] == pytest.approx(results[1]["nll"], rel=1e-5)
+
+
+def test_train_on_images_writes_a_sample_grid(tmp_path):
+    assert main(["train", "--data", "digits", *TINY, "--out", str(tmp_path / "d")]) == 0
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert metrics["num_levels"] == 17 and metrics["event_shape"] == [64]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        "loss.png", "metrics.json", "model.keras", "samples.png", "saved_model"]
+
+
+def test_train_on_an_idx_file_and_a_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 4, 4)).astype(np.uint8)
+    header = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
+    (tmp_path / "tiny-idx3-ubyte").write_bytes(header + images.tobytes())
+    assert main(["train", "--data", str(tmp_path / "tiny-idx3-ubyte"), *TINY, "--batch-size",
+                 "8", "--out", str(tmp_path / "idx")]) == 0
+    metrics = json.loads((tmp_path / "idx" / "metrics.json").read_text())
+    assert metrics["num_levels"] == 256 and metrics["event_shape"] == [16]
+
+    np.savetxt(tmp_path / "d.csv", rng.normal(size=(50, 3)), delimiter=",", header="a,b,c")
+    assert main(["train", "--data", str(tmp_path / "d.csv"), *TINY, "--batch-size", "8",
+                 "--out", str(tmp_path / "csv")]) == 0
+    assert json.loads((tmp_path / "csv" / "metrics.json").read_text())["event_shape"] == [3]
+
+
+# --- bad input: status 2, one clear line, --out as it was ------------------------------
+
+
+@pytest.fixture
+def existing_out(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier run")
+    return out
+
+
+def assert_untouched(out):
+    assert sorted(p.name for p in out.parent.iterdir() if not p.name.startswith("data")) == [
+        "out"], "a temporary folder was left behind"
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert (out / "keep.txt").read_text() == "earlier run"
+
+
+def bad_train(capsys, out, *args):
+    status = main(["train", *args, *TINY, "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    return status, err
+
+
+def test_missing_data_file(capsys, existing_out):
+    status, err = bad_train(capsys, existing_out, "--data", str(existing_out.parent / "no.npy"))
+    assert status == 2 and len(err) == 1
+    assert "no such file" in err[0] and "no.npy" in err[0]
+    assert_untouched(existing_out)
+
+
+def test_data_of_the_wrong_shape(capsys, existing_out):
+    np.save(existing_out.parent / "data1d.npy", np.arange(10.0))
+    status, err = bad_train(capsys, existing_out, "--data", str(existing_out.parent / "data1d.npy"))
+    assert status == 2 and "expected an array of shape (n, d)" in err[0] and "(10,)" in err[0]
+    assert_untouched(existing_out)
+
+
+def test_nan_in_data(capsys, existing_out):
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    x[7, 1] = np.nan
+    np.savetxt(existing_out.parent / "data_nan.csv", x, delimiter=",")
+    status, err = bad_train(capsys, existing_out, "--data",
+                            str(existing_out.parent / "data_nan.csv"))
+    assert status == 2 and "NaN in row 7" in err[0]
+    assert_untouched(existing_out)
+
+
+def test_non_numeric_csv(capsys, existing_out):
+    (existing_out.parent / "data_text.csv").write_text("a,b\n1,2\nx,y\n")
+    status, err = bad_train(capsys, existing_out, "--data",
+                            str(existing_out.parent / "data_text.csv"))
+    assert status == 2 and "not a numeric CSV" in err[0]
+    assert_untouched(existing_out)
+
+
+def test_batch_larger_than_data(capsys, existing_out):
+    status, err = bad_train(capsys, existing_out, "--data", "moons", "--num-points", "40",
+                            "--batch-size", "500")
+    assert status == 2 and "--batch-size 500 is larger than the" in err[0]
+    assert_untouched(existing_out)
+
+
+def test_existing_out_without_overwrite(capsys, existing_out):
+    status = main(["train", "--data", "moons", *TINY, "--out", str(existing_out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and "exists; pass --overwrite" in err[0]
+    assert_untouched(existing_out)
+
+
+def test_failure_while_writing_leaves_out_as_it_was(capsys, existing_out, monkeypatch):
+    cli_main = importlib.import_module("tfp_nice.cli.main")
+
+    def crash(*args, **kwargs):
+        raise FileNotFoundError("simulated: the disk went away")
+
+    monkeypatch.setattr(cli_main, "export_saved_model", crash)
+    status, err = bad_train(capsys, existing_out, "--data", "moons", "--num-points", "200")
+    assert status == 2 and "simulated" in err[0]
+    assert_untouched(existing_out)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "--epochs", "0"], "expected a positive integer"),
+    (["train", "--prior", "cauchy"], "invalid choice: 'cauchy'"),
+    (["train", "--validation-split", "1.5"], "expected a fraction"),
+    (["sample", "m.keras", "--temperature", "-1"], "expected a finite number > 0"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_options_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_and_corrupt_models(capsys, tmp_path):
+    assert main(["sample", str(tmp_path / "none.keras")]) == 2
+    assert "No model at" in capsys.readouterr().err
+    (tmp_path / "bad.keras").write_bytes(b"not a zip archive")
+    assert main(["sample", str(tmp_path / "bad.keras"), "--out", str(tmp_path / "s.npy")]) == 2
+    assert "is not a readable .keras model" in capsys.readouterr().err
+    assert not (tmp_path / "s.npy").exists()
+    (tmp_path / "folder").mkdir()
+    assert main(["evaluate", str(tmp_path / "folder"), "--data", "moons"]) == 2
+    assert "neither a .keras file nor a SavedModel folder" in capsys.readouterr().err
+    broken = tmp_path / "broken_saved"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"garbage")
+    assert main(["evaluate", str(broken), "--data", "moons"]) == 2
+    assert "not a readable tfp_nice SavedModel" in capsys.readouterr().err
+
+
+def test_evaluate_with_the_wrong_number_of_columns(capsys, trained_moons):
+    folder, _, _ = trained_moons
+    status = main(["evaluate", str(folder / "run" / "model.keras"), "--data", "digits"])
+    assert status == 2
+    assert "64 values per example but the model expects 2" in capsys.readouterr().err
+
+
+def test_sample_out_must_be_npy(capsys, trained_moons):
+    folder, _, _ = trained_moons
+    assert main(["sample", str(folder / "run" / "model.keras"), "--out",
+                 str(folder / "x.txt")]) == 2
+    assert "--out must end in .npy" in capsys.readouterr().err

@@ -1,0 +1,165 @@
+"""Turning the command line's `--data` and `MODEL` arguments into arrays and models."""
+
+import dataclasses
+import json
+import math
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfp_nice.data import (
+    DIGITS_LEVELS,
+    TOY_DATASETS,
+    dequantize,
+    load_digits,
+    load_mnist,
+)
+from tfp_nice.models import NICE  # noqa: F401 - registered for keras.models.load_model
+
+BUILTIN_DATA = ("digits",) + tuple(TOY_DATASETS)
+
+
+class InputError(Exception):
+    """Bad input from the user: reported in one line, exit status 2."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    x: np.ndarray  # float32 (n, d), dequantized when discrete
+    num_levels: int | None
+    image_shape: tuple | None  # (h, w) when the vectors are images
+
+    @property
+    def event_shape(self):
+        return tuple(self.x.shape[1:])
+
+
+def _check_finite(x, source):
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        kind = "NaN" if np.isnan(x[row]).any() else "inf"
+        raise InputError(f"{source} holds {kind} in row {row}; remove or fill it.")
+
+
+def _from_integers(raw, num_levels, seed, source):
+    """Dequantizes whole-number data with `num_levels` (inferred when `None`)."""
+    if num_levels is None:
+        num_levels = 256 if raw.dtype == np.uint8 else int(raw.max()) + 1
+    if num_levels < 2:
+        raise InputError(f"{source}: integer data need at least 2 levels, got {num_levels}.")
+    try:
+        return dequantize(raw, num_levels, seed=seed), num_levels
+    except ValueError as err:
+        raise InputError(f"{source}: {err}") from err
+
+
+def _read_array(path):
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False), None
+        except (ValueError, OSError) as err:
+            raise InputError(f"{path} is not a readable .npy file: {err}") from err
+    if suffix == ".csv":
+        try:
+            return np.loadtxt(path, delimiter=",", ndmin=2), None
+        except ValueError:
+            try:
+                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1), None
+            except ValueError as err:
+                raise InputError(f"{path} is not a numeric CSV file: {err}") from err
+    try:
+        images, _ = load_mnist(path)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    return images, tuple(images.shape[1:])
+
+
+def load_dataset(spec, num_points=10000, num_levels=None, seed=0):
+    """Resolves `--data`: a built-in name or a `.npy`, `.csv`, `.npz` or IDX file.
+
+    Integer data are dequantized into `[0, 1)` (256 levels for uint8, else
+    `max + 1`, unless `num_levels` is given); float data are used as they are.
+    Images are flattened into vectors.
+    """
+    if spec == "digits":
+        raw, _ = load_digits()
+        return Dataset("digits", dequantize(raw, DIGITS_LEVELS, seed=seed), DIGITS_LEVELS,
+                       (8, 8))
+    if spec in TOY_DATASETS:
+        return Dataset(spec, TOY_DATASETS[spec](num_points, seed=seed), None, None)
+    path = pathlib.Path(spec)
+    if not path.is_file():
+        raise InputError(
+            f"--data {spec}: no such file, and not one of {', '.join(BUILTIN_DATA)}."
+        )
+    raw, image_shape = _read_array(path)
+    if raw.ndim < 2 or raw.shape[0] == 0 or math.prod(raw.shape[1:]) == 0:
+        raise InputError(f"{path}: expected an array of shape (n, d) with n, d > 0, "
+                         f"got shape {raw.shape}.")
+    if raw.ndim == 3 and image_shape is None:
+        image_shape = tuple(raw.shape[1:])
+    raw = raw.reshape(len(raw), -1)
+    if np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.bool_):
+        x, levels = _from_integers(raw.astype(np.int64) if raw.dtype == np.bool_ else raw,
+                                   num_levels, seed, path)
+    elif np.issubdtype(raw.dtype, np.floating):
+        _check_finite(raw, str(path))
+        if num_levels is not None:
+            x, levels = _from_integers(raw, num_levels, seed, path)
+        else:
+            x, levels = raw.astype(np.float32), None
+    else:
+        raise InputError(f"{path}: expected numbers, got dtype {raw.dtype}.")
+    if image_shape is None and int(math.isqrt(x.shape[1])) ** 2 == x.shape[1] and x.shape[1] > 4:
+        side = math.isqrt(x.shape[1])
+        image_shape = (side, side)
+    return Dataset(path.stem, x, levels, image_shape)
+
+
+def split(x, test_fraction, seed):
+    """Shuffles and splits `x` into train and test parts."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise InputError(f"--test-split must be in [0, 1), got {test_fraction}.")
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(test_fraction * len(x)))
+    return x[perm[n_test:]], x[perm[:n_test]]
+
+
+def is_saved_model(path):
+    return path.is_dir() and (path / "saved_model.pb").is_file()
+
+
+def load_model(path):
+    """Loads `MODEL`: a `.keras` file (a `tfp_nice.NICE`) or a SavedModel folder.
+
+    Returns `(kind, model_or_loaded, info)` where `info` holds `event_shape`
+    and `num_levels`.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise InputError(f"No model at {path}.")
+    if is_saved_model(path):
+        try:
+            loaded = tf.saved_model.load(str(path))
+            meta = json.loads((path / "assets.extra" / "tfp_nice.json").read_text())
+        except Exception as err:  # noqa: BLE001 - any failure means a bad folder
+            raise InputError(f"{path} is not a readable tfp_nice SavedModel: {err}") from err
+        info = {"event_shape": tuple(meta["event_shape"]), "num_levels": meta["num_levels"],
+                "dtype": meta["dtype"]}
+        return "saved_model", loaded, info
+    if path.suffix == ".keras" and path.is_file():
+        try:
+            model = keras.models.load_model(path)
+        except Exception as err:  # noqa: BLE001 - corrupt or truncated archives
+            raise InputError(f"{path} is not a readable .keras model: {err}") from err
+        if not hasattr(model, "event_shape") or not hasattr(model, "log_prob"):
+            raise InputError(f"{path} holds a {type(model).__name__}, not a tfp_nice model.")
+        info = {"event_shape": tuple(model.event_shape), "num_levels": model.num_levels,
+                "dtype": model.compute_dtype}
+        return "keras", model, info
+    raise InputError(f"{path} is neither a .keras file nor a SavedModel folder.")
