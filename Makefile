@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tfp_nice-installed
 .PHONY: run test clean
 
 run: $(STAMP)
-	$(BIN)/python examples/two_moons.py
+	$(BIN)/tfp-nice train --out runs/digits --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
