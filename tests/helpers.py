@@ -11,9 +11,10 @@ TOL = {
 }
 
 
-def random_mlp(n_in, n_out, dtype, seed, hidden=(16, 16), activation="tanh"):
+def random_mlp(n_in, n_out, dtype, seed, hidden=(16, 16), activation="tanh", affine=False):
     """A CouplingMLP with every weight random (a fresh one is the zero map)."""
-    net = tn.CouplingMLP(hidden, n_out, activation=activation, dtype=tf.as_dtype(dtype).name)
+    net = tn.CouplingMLP(hidden, n_out, activation=activation, dtype=tf.as_dtype(dtype).name,
+                         affine=affine)
     net.build((None, n_in))
     rng = np.random.default_rng(seed)
     for w in net.weights:
@@ -65,3 +66,30 @@ def nice_chain(event_shape, dtype, seed, partition="odd_even", num_couplings=4,
     if log_scale is not None:
         variables.append(log_scale)
     return g, variables
+
+
+def affine_coupling(mask, dtype, seed, bound=None):
+    mask = np.asarray(mask, dtype=bool)
+    net = random_mlp(int(mask.sum()), int((~mask).sum()), dtype, seed, affine=True)
+    return tn.AffineCoupling(net, mask, log_scale_bound=bound)
+
+
+def random_variable(shape, dtype, seed, scale=0.3):
+    import keras
+
+    values = np.random.default_rng(seed).normal(scale=scale, size=shape)
+    return keras.Variable(values, dtype=tf.as_dtype(dtype).name)
+
+
+def lu_linear(event_shape, dtype, seed):
+    """An LULinear from Glow's start plus random noise, and its variables."""
+    size = int(np.prod(event_shape))
+    init = tn.lu_linear_init(size, seed)
+    rng = np.random.default_rng(seed + 1)
+    import keras
+
+    variables = [keras.Variable(init[k] + rng.normal(scale=0.2, size=init[k].shape),
+                                dtype=tf.as_dtype(dtype).name)
+                 for k in ("lower", "upper", "log_diag")]
+    bij = tn.LULinear(*variables, init["sign"], init["permutation"], event_shape)
+    return bij, variables

@@ -353,3 +353,104 @@ def test_validate_args_rejects_non_finite_variable_log_scale_at_call():
 def test_without_validate_args_non_finite_log_scale_is_not_checked():
     bij = tn.Rescaling(tf.constant([0.0, np.inf]))
     assert np.isinf(bij.forward(tf.ones((1, 2)))[0, 1])
+
+
+# --- the bijectors beyond NICE, against TFP's own -----------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["float32", "float64"])
+def test_affine_coupling_agrees_with_tfp_real_nvp(dtype):
+    from helpers import affine_coupling
+
+    d = 7
+    ours = affine_coupling(tn.partition_mask("halves", (d,)), dtype, seed=3)
+    net = ours.shift_and_log_scale_fn
+    theirs = tfb.RealNVP(num_masked=d // 2, shift_and_log_scale_fn=lambda x0, n: net(x0))
+    x = tf.constant(np.random.default_rng(4).normal(size=(9, d)), dtype)
+    tol = 1e-5 if dtype == tf.float32 else 1e-12
+    np.testing.assert_allclose(ours.forward(x), theirs.forward(tf.identity(x)), atol=tol)
+    np.testing.assert_allclose(ours.inverse(x), theirs.inverse(tf.identity(x)), atol=tol)
+    np.testing.assert_allclose(ours.forward_log_det_jacobian(x, 1),
+                               theirs.forward_log_det_jacobian(tf.identity(x), 1), atol=tol)
+    base = _logistic(d, dtype)
+    np.testing.assert_allclose(tfd.TransformedDistribution(base, ours).log_prob(x),
+                               tfd.TransformedDistribution(base, theirs).log_prob(tf.identity(x)),
+                               atol=tol * 10)
+
+
+def test_affine_coupling_bound_limits_the_log_scale():
+    mask = tn.partition_mask("halves", (4,))
+    bij = tn.AffineCoupling(lambda a: (tf.zeros_like(a), 100.0 * tf.ones_like(a)), mask,
+                            log_scale_bound=2.0)
+    ldj = bij.forward_log_det_jacobian(tf.ones((3, 4)), event_ndims=1)
+    np.testing.assert_allclose(ldj, [4.0] * 3, rtol=1e-6)  # 2 entries x 2.0 * tanh(50)
+    assert np.all(np.isfinite(bij.forward(tf.ones((3, 4)))))
+
+
+def test_affine_mlp_starts_as_the_identity_with_learned_bound():
+    net = tn.CouplingMLP((8,), 3, affine=True)
+    bij = tn.AffineCoupling(net, tn.partition_mask("odd_even", (6,)))
+    x = tf.random.normal((4, 6))
+    np.testing.assert_array_equal(bij.forward(x), x)
+    assert "log_scale_bound" in [w.name for w in net.trainable_weights]
+    net.output_layer.kernel.assign(100.0 * tf.ones_like(net.output_layer.kernel))
+    shift, log_scale = net(x[:, ::2])
+    assert float(tf.reduce_max(tf.abs(log_scale))) <= 1.0 + 1e-6
+
+
+def test_lu_linear_agrees_with_tfp_and_its_matrix():
+    from helpers import lu_linear
+
+    bij, _ = lu_linear((5,), tf.float64, seed=3)
+    theirs = tfb.ScaleMatvecLU(bij.lower_upper(), bij._perm)
+    x = tf.constant(np.random.default_rng(5).normal(size=(6, 5)))
+    np.testing.assert_allclose(bij.forward(x), theirs.forward(tf.identity(x)), atol=1e-12)
+    np.testing.assert_allclose(bij.inverse(x), theirs.inverse(tf.identity(x)), atol=1e-12)
+    w = bij.matrix().numpy()
+    np.testing.assert_allclose(bij.forward(x), x.numpy() @ w.T, atol=1e-12)
+    np.testing.assert_allclose(bij.forward_log_det_jacobian(x, 1)[0],
+                               np.linalg.slogdet(w)[1], atol=1e-12)
+
+
+def test_lu_linear_init_is_a_rotation():
+    init = tn.lu_linear_init(6, seed=0)
+    bij = tn.LULinear(init["lower"], init["upper"], init["log_diag"], init["sign"],
+                      init["permutation"], (6,))
+    w = bij.matrix().numpy()
+    np.testing.assert_allclose(w @ w.T, np.eye(6), atol=1e-10)
+    assert abs(init["log_diag"].sum()) < 1e-10
+
+
+def test_permutation_agrees_with_tfp_permute():
+    perm = tn.random_permutation(6, seed=1)
+    x = tf.random.normal((3, 6))
+    np.testing.assert_array_equal(tn.Permutation(perm, (6,)).forward(x),
+                                  tfb.Permute(perm).forward(x))
+
+
+def test_actnorm_is_shift_then_scale():
+    s, b = tf.constant([0.5, -1.0]), tf.constant([2.0, 3.0])
+    ours = tn.ActNorm(s, b)
+    theirs = tfb.Chain([tfb.Scale(tf.exp(s)), tfb.Shift(b)])
+    x = tf.random.normal((4, 2))
+    np.testing.assert_allclose(ours.forward(x), theirs.forward(x), rtol=1e-6)
+    np.testing.assert_allclose(ours.forward_log_det_jacobian(x, 1),
+                               theirs.forward_log_det_jacobian(x, 1), rtol=1e-6)
+
+
+def test_bad_arguments_of_the_new_bijectors():
+    with pytest.raises(ValueError, match="permutation of range\\(4\\)"):
+        tn.Permutation([0, 1, 1, 2], (4,))
+    with pytest.raises(ValueError, match="log_scale_bound must be > 0"):
+        tn.AffineCoupling(lambda a: a, tn.partition_mask("halves", (4,)), log_scale_bound=0.0)
+    bad = tn.AffineCoupling(lambda a: a, tn.partition_mask("halves", (4,)))
+    with pytest.raises(ValueError, match=r"\[batch, 4\] tensor or a pair"):
+        bad.forward(tf.zeros((2, 4)))
+    with pytest.raises(ValueError, match="shift has shape \\(3,\\)"):
+        tn.ActNorm(tf.zeros(2), tf.zeros(3))
+    init = tn.lu_linear_init(4, seed=0)
+    with pytest.raises(ValueError, match="lower must have shape \\(5, 5\\)"):
+        tn.LULinear(init["lower"], init["upper"], init["log_diag"], init["sign"],
+                    init["permutation"], (5,))
+    with pytest.raises(ValueError, match="coupling must be one of"):
+        tn.nice_bijector((4,), [lambda a: a], coupling="spline")

@@ -13,7 +13,16 @@ import tensorflow_probability as tfp
 
 import tfp_nice as tn
 from conftest import record_error
-from helpers import TOL, coupling, nice_chain, random_log_scale
+from helpers import (
+    TOL,
+    affine_coupling,
+    coupling,
+    lu_linear,
+    nice_chain,
+    random_log_scale,
+    random_mlp,
+    random_variable,
+)
 
 tfb = tfp.bijectors
 
@@ -45,6 +54,68 @@ def _nice(event_shape, partition, log_scale_shape=None, invert=False, rescaling=
     return build
 
 
+def _affine(event_shape, partition, bound=None):
+    def build(dtype):
+        bij = affine_coupling(tn.partition_mask(partition, event_shape), dtype, seed=6,
+                              bound=bound)
+        return bij, event_shape, list(bij.shift_and_log_scale_fn.trainable_weights)
+    return build
+
+
+def _affine_single_tensor(event_shape):
+    def build(dtype):
+        mask = tn.partition_mask("halves", event_shape)
+        n_a, n_b = int(mask.sum()), int((~mask).sum())
+        w = tf.constant(np.random.default_rng(2).normal(size=(n_a, 2 * n_b)), dtype)
+        bij = tn.AffineCoupling(lambda a: 3.0 * tf.tanh(a @ w), mask, log_scale_bound=1.5)
+        return bij, event_shape, []
+    return build
+
+
+def _permutation(event_shape, kind):
+    def build(dtype):
+        size = int(np.prod(event_shape))
+        perm = (tn.reverse_permutation(size) if kind == "reverse"
+                else tn.random_permutation(size, seed=4))
+        return tn.Permutation(perm, event_shape), event_shape, []
+    return build
+
+
+def _lu(event_shape):
+    def build(dtype):
+        bij, variables = lu_linear(event_shape, dtype, seed=8)
+        return bij, event_shape, variables
+    return build
+
+
+def _actnorm(param_shape, event_shape):
+    def build(dtype):
+        s, b = random_variable(param_shape, dtype, 9), random_variable(param_shape, dtype, 10)
+        return tn.ActNorm(s, b), event_shape, [s, b]
+    return build
+
+
+def _glow_like(event_shape):
+    """Affine couplings, each after an ActNorm and an LU linear map, then a rescaling."""
+    def build(dtype):
+        masks = tn.coupling_masks(event_shape, 3, "odd_even")
+        nets = [random_mlp(int(m.sum()), int((~m).sum()), dtype, 20 + k, affine=True)
+                for k, m in enumerate(masks)]
+        variables = [w for net in nets for w in net.trainable_weights]
+        before = []
+        for k in range(3):
+            lu, lu_vars = lu_linear(event_shape, dtype, seed=30 + k)
+            s, b = random_variable(event_shape, dtype, 40 + k), random_variable(
+                event_shape, dtype, 50 + k)
+            before.append(tfp.bijectors.Chain([lu, tn.ActNorm(s, b)]))
+            variables += lu_vars + [s, b]
+        log_scale = random_log_scale(event_shape, dtype, 60)
+        g = tn.nice_bijector(event_shape, nets, coupling="affine", before_couplings=before,
+                             log_scale=log_scale)
+        return g, event_shape, variables + [log_scale]
+    return build
+
+
 _RANDOM_MASK = np.random.default_rng(0).random(7) < 0.5
 
 CASES = {
@@ -66,7 +137,23 @@ CASES = {
     "nice-g-no-rescaling": _nice((5,), "odd_even", rescaling=False),
     "nice-g-image-per-channel": _nice((4, 4, 2), "checkerboard", log_scale_shape=(2,)),
     "nice-g-image-channel-partition": _nice((2, 2, 4), "channel"),
+    "affine-odd-even": _affine((7,), "odd_even"),
+    "affine-bounded": _affine((6,), "halves", bound=0.5),
+    "affine-checkerboard-image": _affine((4, 4, 2), "checkerboard"),
+    "affine-single-tensor-callable": _affine_single_tensor((5,)),
+    "permutation-reverse": _permutation((5,), "reverse"),
+    "permutation-random-image": _permutation((3, 3, 2), "random"),
+    "lu-linear-vector": _lu((5,)),
+    "lu-linear-image": _lu((2, 2, 3)),
+    "actnorm-vector": _actnorm((5,), (5,)),
+    "actnorm-image-per-channel": _actnorm((3,), (4, 4, 3)),
+    "glow-like-chain": _glow_like((6,)),
 }
+NO_VARIABLES = {"rescaling-constant-tensor", "additive-plain-callable",
+                "affine-single-tensor-callable", "permutation-reverse",
+                "permutation-random-image"}
+CONSTANT_JACOBIAN = {name for name in CASES
+                     if not name.startswith(("affine", "glow"))}
 
 DTYPES = [tf.float32, tf.float64]
 
@@ -165,14 +252,15 @@ def test_graph_mode_with_unknown_batch_matches_eager(case, dtype):
     y_graph, ldj_graph = both(x)
     y_eager = bij.forward(tf.identity(x))
     ldj_eager = bij.forward_log_det_jacobian(tf.identity(x), event_ndims=nd)
-    np.testing.assert_allclose(y_graph, y_eager, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ldj_graph, ldj_eager, rtol=1e-6, atol=1e-6)
+    tol = 1e-5 if dtype == tf.float32 else 1e-12
+    np.testing.assert_allclose(y_graph, y_eager, rtol=tol, atol=tol)
+    np.testing.assert_allclose(ldj_graph, ldj_eager, rtol=tol, atol=tol)
 
 
-def test_gradient_reaches_every_variable(case, dtype):
-    bij, event_shape, variables = case(dtype)
-    if not variables:
-        pytest.skip("this case holds no variables")
+@pytest.mark.parametrize("name", sorted(set(CASES) - NO_VARIABLES))
+def test_gradient_reaches_every_variable(name, dtype):
+    bij, event_shape, variables = CASES[name](dtype)
+    assert variables
     x = _data(event_shape, dtype)
     nd = len(event_shape)
     with tf.GradientTape() as tape:
@@ -184,6 +272,7 @@ def test_gradient_reaches_every_variable(case, dtype):
         assert float(tf.reduce_max(tf.abs(g))) > 0.0, f"zero gradient for {v.name}"
 
 
-def test_is_constant_jacobian(case, dtype):
-    bij, _, _ = case(dtype)
-    assert bij.is_constant_jacobian
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_is_constant_jacobian_exactly_when_it_holds(name):
+    bij, _, _ = CASES[name](tf.float32)
+    assert bij.is_constant_jacobian == (name in CONSTANT_JACOBIAN)

@@ -8,12 +8,19 @@ bijector's docstring says what its `forward` maps.
 from tfp_nice._version import __version__
 from tfp_nice.bijectors import (
     PARTITIONS,
+    ActNorm,
     AdditiveCoupling,
+    AffineCoupling,
+    LULinear,
+    Permutation,
     Rescaling,
     check_mask,
     coupling_masks,
+    lu_linear_init,
     nice_bijector,
     partition_mask,
+    random_permutation,
+    reverse_permutation,
 )
 from tfp_nice.export import export_saved_model
 from tfp_nice.models import NICE
@@ -22,7 +29,11 @@ from tfp_nice import data  # noqa: E402  (the subpackage, as tfp_nice.data)
 
 __all__ = [
     "PARTITIONS",
+    "ActNorm",
     "AdditiveCoupling",
+    "AffineCoupling",
+    "LULinear",
+    "Permutation",
     "CouplingMLP",
     "NICE",
     "Rescaling",
@@ -31,6 +42,9 @@ __all__ = [
     "data",
     "export_saved_model",
     "coupling_masks",
+    "lu_linear_init",
     "nice_bijector",
     "partition_mask",
+    "random_permutation",
+    "reverse_permutation",
 ]

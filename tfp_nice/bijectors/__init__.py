@@ -1,16 +1,28 @@
 """Bijectors of the NICE family (pure math over the tensors they are given)."""
 
+from tfp_nice.bijectors.actnorm import ActNorm
 from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
+from tfp_nice.bijectors.affine_coupling import AffineCoupling
+from tfp_nice.bijectors.lu_linear import LULinear, lu_linear_init
 from tfp_nice.bijectors.masks import PARTITIONS, check_mask, partition_mask
-from tfp_nice.bijectors.nice import coupling_masks, nice_bijector
+from tfp_nice.bijectors.nice import COUPLINGS, coupling_masks, nice_bijector
+from tfp_nice.bijectors.permutation import Permutation, random_permutation, reverse_permutation
 from tfp_nice.bijectors.rescaling import Rescaling
 
 __all__ = [
+    "COUPLINGS",
+    "ActNorm",
     "AdditiveCoupling",
+    "AffineCoupling",
+    "LULinear",
     "PARTITIONS",
+    "Permutation",
     "Rescaling",
     "check_mask",
     "coupling_masks",
+    "lu_linear_init",
     "nice_bijector",
     "partition_mask",
+    "random_permutation",
+    "reverse_permutation",
 ]

@@ -4,12 +4,15 @@ import numpy as np
 import tensorflow_probability as tfp
 
 from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
+from tfp_nice.bijectors.affine_coupling import AffineCoupling
 from tfp_nice.bijectors.masks import check_mask, partition_mask
 from tfp_nice.bijectors.rescaling import Rescaling
 
 tfb = tfp.bijectors
 
-__all__ = ["nice_bijector", "coupling_masks"]
+__all__ = ["COUPLINGS", "nice_bijector", "coupling_masks"]
+
+COUPLINGS = {"additive": AdditiveCoupling, "affine": AffineCoupling}
 
 
 def coupling_masks(event_shape, num_couplings, partition="odd_even"):
@@ -48,6 +51,8 @@ def nice_bijector(
     shift_fns,
     partition="odd_even",
     log_scale=None,
+    coupling="additive",
+    before_couplings=None,
     validate_args=False,
     name="nice",
 ):
@@ -59,6 +64,9 @@ def nice_bijector(
 
     where coupling `k` uses the `k`-th shift network and the partition flips
     between consecutive couplings, and the rescaling is the last layer of `f`.
+    With `coupling="affine"` the couplings are `AffineCoupling`s (RealNVP);
+    `before_couplings[k]`, when given, is a bijector applied in `f` just before
+    coupling `k` (an `ActNorm`, a `Permutation`, an `LULinear`, or a chain).
     This function returns `g = f^{-1}` as `tfb.Invert(f)`, the bijector a
     `tfd.TransformedDistribution(base, g)` expects, so that
 
@@ -76,17 +84,28 @@ def nice_bijector(
       log_scale: `None` for no rescaling (a volume-preserving flow), or the
         log-scales (Tensor or variable) of the event shape or of its trailing
         dimensions (e.g. `(c,)`, one per channel).
+      coupling: `"additive"` (NICE; the networks return shifts) or
+        `"affine"` (RealNVP; the networks return `(shift, log_scale)`).
+      before_couplings: `None`, or a sequence of one bijector (or `None`) per
+        coupling.
       validate_args: passed to every bijector.
       name: name of the returned bijector.
 
     Raises:
-      ValueError: for an empty `shift_fns`, a bad partition or mask, or a
+      ValueError: for an empty `shift_fns`, a bad partition or mask, an
+        unknown `coupling`, `before_couplings` of the wrong length, or a
         `log_scale` whose shape does not fit `event_shape`.
     """
     event_shape = tuple(int(d) for d in event_shape)
     shift_fns = list(shift_fns)
     if not shift_fns:
         raise ValueError("nice_bijector needs at least one shift network, got none.")
+    if coupling not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {tuple(COUPLINGS)}, got {coupling!r}.")
+    before = [None] * len(shift_fns) if before_couplings is None else list(before_couplings)
+    if len(before) != len(shift_fns):
+        raise ValueError(f"before_couplings has {len(before)} entries for {len(shift_fns)} "
+                         "couplings.")
     masks = coupling_masks(event_shape, len(shift_fns), partition)
     couplings = []
     for k, (fn, mask) in enumerate(zip(shift_fns, masks)):
@@ -96,8 +115,10 @@ def nice_bijector(
                 f"Shift network {k} returns {expected} values but coupling {k} "
                 f"transforms {int((~mask).sum())} entries."
             )
+        if before[k] is not None:
+            couplings.append(before[k])
         couplings.append(
-            AdditiveCoupling(fn, mask, validate_args=validate_args, name=f"coupling_{k}")
+            COUPLINGS[coupling](fn, mask, validate_args=validate_args, name=f"coupling_{k}")
         )
     layers = list(reversed(couplings))
     if log_scale is not None:

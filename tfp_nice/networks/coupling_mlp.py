@@ -14,7 +14,10 @@ class CouplingMLP(keras.layers.Layer):
     coupling layer is the identity (and a fresh NICE flow is its rescaling).
     NICE's MNIST model uses `hidden_units=(1000,) * 5` with ReLU.
 
-    Input: `(..., n_A)`; output: `(..., output_units)`.
+    Input: `(N, n_A)`; output: the shift `(N, output_units)`. With
+    `affine=True` the output is a pair `(shift, log_scale)` for
+    `AffineCoupling`, with `log_scale = scale * tanh(raw)`: bounded by a
+    learned per-entry `scale` (initialised at 1), as in RealNVP's code.
     """
 
     def __init__(
@@ -23,6 +26,7 @@ class CouplingMLP(keras.layers.Layer):
         output_units,
         activation="relu",
         kernel_initializer="glorot_uniform",
+        affine=False,
         **kwargs,
     ):
         """Builds the layer.
@@ -33,6 +37,7 @@ class CouplingMLP(keras.layers.Layer):
           output_units: positive int, the size of the transformed part `n_B`.
           activation: Keras activation of the hidden layers.
           kernel_initializer: initialiser of the hidden kernels.
+          affine: return `(shift, log_scale)` for an affine coupling.
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
 
         Raises:
@@ -48,6 +53,7 @@ class CouplingMLP(keras.layers.Layer):
                 )
         self.hidden_units = hidden_units
         self.output_units = output_units
+        self.affine = bool(affine)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.hidden_layers = [
@@ -61,7 +67,7 @@ class CouplingMLP(keras.layers.Layer):
             for i, u in enumerate(hidden_units)
         ]
         self.output_layer = keras.layers.Dense(
-            output_units,
+            output_units * (2 if self.affine else 1),
             kernel_initializer="zeros",
             bias_initializer="zeros",
             dtype=self.dtype_policy,
@@ -74,15 +80,23 @@ class CouplingMLP(keras.layers.Layer):
             layer.build(shape)
             shape = shape[:-1] + (layer.units,)
         self.output_layer.build(shape)
+        if self.affine:
+            self.scale = self.add_weight(shape=(self.output_units,), initializer="ones",
+                                         name="log_scale_bound")
 
     def call(self, inputs):
         h = inputs
         for layer in self.hidden_layers:
             h = layer(h)
-        return self.output_layer(h)
+        out = self.output_layer(h)
+        if not self.affine:
+            return out
+        shift, raw = out[..., : self.output_units], out[..., self.output_units:]
+        return shift, self.scale * keras.ops.tanh(raw)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape)[:-1] + (self.output_units,)
+        shape = tuple(input_shape)[:-1] + (self.output_units,)
+        return (shape, shape) if self.affine else shape
 
     def get_config(self):
         config = {
@@ -90,5 +104,6 @@ class CouplingMLP(keras.layers.Layer):
             "output_units": self.output_units,
             "activation": keras.activations.serialize(self.activation),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "affine": self.affine,
         }
         return {**super().get_config(), **config}

@@ -1,0 +1,126 @@
+"""RealNVP's affine coupling layer (Dinh et al. 2016), NICE's coupling with a scale."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_nice.bijectors import _checks
+from tfp_nice.bijectors._partition import MaskPartition
+
+tfb = tfp.bijectors
+
+__all__ = ["AffineCoupling"]
+
+
+class AffineCoupling(tfb.Bijector):
+    """Affine coupling layer (RealNVP, arXiv 1605.08803, eq. 7).
+
+    The boolean `mask` splits `x` into a conditioning part `x_A = x[mask]` and
+    a transformed part `x_B = x[~mask]`. With `(t, s) = shift_and_log_scale_fn(x_A)`:
+
+        forward:  y_A = x_A,   y_B = x_B * exp(s) + t        fldj =  sum(s)
+        inverse:  x_A = y_A,   x_B = (y_B - t) * exp(-s)     ildj = -sum(s)
+
+    `forward` is the data -> latent direction when used in NICE's `f`, and the
+    latent -> data direction inside `tfd.TransformedDistribution`, like
+    `AdditiveCoupling`. With `s = 0` it is NICE's additive coupling.
+
+    The log-scale must stay bounded for training to be stable.
+    `tfp_nice.CouplingMLP(..., affine=True)` returns `s = scale * tanh(raw)`
+    with a learned per-entry `scale`; `log_scale_bound=b` bounds any network
+    further as `s = b * tanh(s_raw / b)` (close to the identity for small
+    values; applied before the log-det, so the log-det stays exact).
+
+    `shift_and_log_scale_fn` sees part A as `[N, n_A]` (batch dimensions
+    flattened) and returns either a pair `(t, s)` of `[N, n_B]` tensors or one
+    `[N, 2 n_B]` tensor holding `t` then `s`.
+    """
+
+    def __init__(self, shift_and_log_scale_fn, mask, log_scale_bound=None,
+                 validate_args=False, name="affine_coupling"):
+        """Builds the bijector.
+
+        Args:
+          shift_and_log_scale_fn: callable or Keras layer as described above.
+          mask: boolean (or 0/1) array of the event shape; `True` marks the
+            conditioning part.
+          log_scale_bound: `None`, or a float > 0 bounding `|s|` softly.
+          validate_args: if `True`, calls assert that `s` is finite.
+          name: name of the bijector.
+
+        Raises:
+          TypeError: if `shift_and_log_scale_fn` is not callable.
+          ValueError: for a bad mask or a non-positive `log_scale_bound`.
+        """
+        parameters = dict(locals())
+        if not callable(shift_and_log_scale_fn):
+            raise TypeError("shift_and_log_scale_fn must be a callable or a Keras layer, got "
+                            f"{type(shift_and_log_scale_fn).__name__}.")
+        if log_scale_bound is not None and not float(log_scale_bound) > 0:
+            raise ValueError(f"log_scale_bound must be > 0, got {log_scale_bound!r}.")
+        with tf.name_scope(name) as name:
+            self._fn = shift_and_log_scale_fn
+            self._bound = None if log_scale_bound is None else float(log_scale_bound)
+            self._partition = MaskPartition(mask)
+            super().__init__(
+                forward_min_event_ndims=self._partition.event_ndims,
+                validate_args=validate_args,
+                parameters=parameters,
+                name=name,
+            )
+
+    @property
+    def shift_and_log_scale_fn(self):
+        return self._fn
+
+    @property
+    def mask(self):
+        return self._partition.mask.copy()
+
+    def _shift_and_log_scale(self, t, what):
+        _checks.check_floating_input(t, None, self.name)
+        self._partition.check(t, self.name, what)
+        t_a, t_b, batch_shape = self._partition.split(t)
+        out = self._fn(t_a)
+        n_b = self._partition.size_b
+        if isinstance(out, (tuple, list)):
+            if len(out) != 2:
+                raise ValueError(f"{self.name}: shift_and_log_scale_fn must return (shift, "
+                                 f"log_scale), got {len(out)} values.")
+            shift, log_scale = (tf.convert_to_tensor(o) for o in out)
+        else:
+            out = tf.convert_to_tensor(out)
+            if out.shape.rank != 2 or (out.shape[-1] is not None and out.shape[-1] != 2 * n_b):
+                raise ValueError(f"{self.name}: shift_and_log_scale_fn must return a "
+                                 f"[batch, {2 * n_b}] tensor or a pair, got shape "
+                                 f"{tuple(out.shape)}.")
+            shift, log_scale = out[:, :n_b], out[:, n_b:]
+        for value, label in ((shift, "shift"), (log_scale, "log_scale")):
+            if value.dtype != t.dtype:
+                raise TypeError(f"{self.name}: the {label} has dtype {value.dtype.name} for an "
+                                f"input of dtype {t.dtype.name}.")
+            if value.shape.rank != 2 or (value.shape[-1] is not None and value.shape[-1] != n_b):
+                raise ValueError(f"{self.name}: the {label} must have shape [batch, {n_b}], "
+                                 f"got {tuple(value.shape)}.")
+        if self._bound is not None:
+            bound = tf.cast(self._bound, log_scale.dtype)
+            log_scale = bound * tf.tanh(log_scale / bound)
+        if self.validate_args:
+            log_scale = tf.debugging.assert_all_finite(
+                log_scale, f"{self.name}: the log-scale is not finite")
+        return t_a, t_b, shift, log_scale, batch_shape
+
+    def _forward(self, x):
+        x_a, x_b, shift, log_scale, batch_shape = self._shift_and_log_scale(x, "x")
+        return self._partition.merge(x_a, x_b * tf.exp(log_scale) + shift, batch_shape)
+
+    def _inverse(self, y):
+        y_a, y_b, shift, log_scale, batch_shape = self._shift_and_log_scale(y, "y")
+        return self._partition.merge(y_a, (y_b - shift) * tf.exp(-log_scale), batch_shape)
+
+    def _forward_log_det_jacobian(self, x):
+        *_, log_scale, batch_shape = self._shift_and_log_scale(x, "x")
+        return tf.reshape(tf.reduce_sum(log_scale, axis=-1), batch_shape)
+
+    def _inverse_log_det_jacobian(self, y):
+        *_, log_scale, batch_shape = self._shift_and_log_scale(y, "y")
+        return -tf.reshape(tf.reduce_sum(log_scale, axis=-1), batch_shape)
