@@ -402,7 +402,7 @@ def test_lu_linear_agrees_with_tfp_and_its_matrix():
     from helpers import lu_linear
 
     bij, _ = lu_linear((5,), tf.float64, seed=3)
-    theirs = tfb.ScaleMatvecLU(bij.lower_upper(), bij._perm)
+    theirs = tfb.ScaleMatvecLU(bij.lower_upper(), bij._permutation())
     x = tf.constant(np.random.default_rng(5).normal(size=(6, 5)))
     np.testing.assert_allclose(bij.forward(x), theirs.forward(tf.identity(x)), atol=1e-12)
     np.testing.assert_allclose(bij.inverse(x), theirs.inverse(tf.identity(x)), atol=1e-12)

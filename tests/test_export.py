@@ -28,7 +28,7 @@ def make_model(event_shape, seed=0, **kwargs):
     kwargs.setdefault("hidden_units", (16,))
     model = tn.NICE(event_shape, num_couplings=3, **kwargs)
     rng = np.random.default_rng(seed)
-    for w in model.weights:
+    for w in model.trainable_weights:
         w.assign(rng.normal(scale=0.3, size=w.shape).astype(w.dtype))
     return model
 

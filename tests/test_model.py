@@ -30,7 +30,7 @@ def data(n=256, event_shape=(6,), seed=0):
 def randomise(model, seed=0, scale=0.2):
     """Gives every weight a random value (a fresh model is the identity flow)."""
     rng = np.random.default_rng(seed)
-    for w in model.weights:
+    for w in model.trainable_weights:
         w.assign(rng.normal(scale=scale, size=w.shape).astype(w.dtype))
     return model
 
@@ -327,3 +327,126 @@ def test_bad_sample_arguments(num_samples, temperature, message):
 def test_bits_per_dim_helper_matches_model():
     model = small_model((4, 4, 2), num_levels=256)
     assert model.bits_per_dim(100.0) == pytest.approx(bits_per_dim(100.0, 32, 256))
+
+
+# --- beyond NICE: affine couplings, permutations, ActNorm, data-dependent start ----------
+
+
+GLOW_LIKE = dict(coupling="affine", permutation="lu", actnorm=True)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(coupling="affine"),
+    dict(permutation="reverse"),
+    dict(permutation="random", seed=3),
+    dict(permutation="lu"),
+    dict(actnorm=True),
+    GLOW_LIKE,
+], ids=["affine", "reverse", "random", "lu", "actnorm", "glow-like"])
+def test_variants_train_save_and_reload(tmp_path, kwargs):
+    model = small_model(**kwargs)
+    model.compile(keras.optimizers.Adam(1e-2))
+    x = data(128)
+    history = model.fit(x, epochs=3, batch_size=32, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    back = model.decode(tf.identity(model.encode(x[:8])))
+    np.testing.assert_allclose(back, x[:8], atol=1e-4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded.log_prob(x[:8]), model.log_prob(x[:8]))
+    assert loaded.get_config() == model.get_config()
+
+
+def test_random_permutation_is_seeded_and_saved():
+    a, b, c = (small_model(permutation="random", seed=s) for s in (1, 1, 2))
+    pa, pb, pc = (m.permutation_weights[0].numpy() for m in (a, b, c))
+    np.testing.assert_array_equal(pa, pb)
+    assert not np.array_equal(pa, pc)
+    assert sorted(pa.tolist()) == list(range(6))
+    assert a.permutation_weights[0].name in [w.name for w in a.non_trainable_weights]
+
+
+def test_actnorm_initialisation_gives_zero_mean_unit_variance(tmp_path):
+    model = small_model(actnorm=True, rescaling_init="zeros")
+    x = data(64)
+    x[:, 0] = 5.0 + 3.0 * x[:, 0]
+    model.initialize_from_data(x)
+    first = model._before_coupling(0)[0]
+    h = first.forward(x).numpy()
+    np.testing.assert_allclose(h.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(h.var(0), 1.0, rtol=1e-3)
+    assert int(model.data_initialized.numpy()) == 1
+    # The initialised values survive .keras, and fit does not reset them.
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded.actnorm_weights[0][1].numpy(),
+                                  model.actnorm_weights[0][1].numpy())
+    assert not loaded.needs_data_init
+    loaded.compile(keras.optimizers.SGD(0.0))
+    loaded.fit(data(32, seed=5) * 10, epochs=1, verbose=0)
+    np.testing.assert_array_equal(loaded.actnorm_weights[0][1].numpy(),
+                                  model.actnorm_weights[0][1].numpy())
+
+
+def test_actnorm_initialisation_survives_saved_model_export(tmp_path):
+    model = small_model(actnorm=True)
+    x = data(64)
+    model.initialize_from_data(x)
+    tn.export_saved_model(model, tmp_path / "saved")
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    np.testing.assert_allclose(served.signatures["log_prob"](x=x)["log_prob"], model.log_prob(x),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("prior", ["logistic", "normal"])
+def test_rescaling_init_from_data_matches_the_prior_spread(prior):
+    model = small_model(prior=prior)
+    assert model.needs_data_init
+    x = data(256) * np.array([0.1, 1, 3, 0.5, 2, 0.01], "float32")
+    model.compile("adam")
+    model.fit(x, epochs=1, batch_size=256, verbose=0)  # one step, after the start
+    expected = np.pi / np.sqrt(3) if prior == "logistic" else 1.0
+    fresh = small_model(prior=prior)
+    fresh.initialize_from_data(x)
+    np.testing.assert_allclose(fresh.encode(x).numpy().std(0), expected, rtol=1e-3)
+    assert not model.needs_data_init
+
+
+def test_zeros_rescaling_init_is_nice():
+    model = small_model(rescaling_init="zeros")
+    assert not model.needs_data_init
+    model.compile("adam")
+    before = model.log_scale.numpy().copy()
+    model.fit(data(32), epochs=1, batch_size=32, verbose=0)
+    assert np.all(np.abs(model.log_scale.numpy() - before) < 0.01)  # one Adam step
+
+
+def test_data_init_under_mirrored_strategy_matches_one_device(mirrored_strategy):
+    x = data(128)
+    reference = small_model(actnorm=True)
+    weights = reference.get_weights()
+    reference.compile(keras.optimizers.SGD(1e-2))
+    ref_history = reference.fit(x, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    with mirrored_strategy.scope():
+        model = small_model(actnorm=True)
+        model.set_weights(weights)
+        model.compile(keras.optimizers.SGD(1e-2))
+    history = model.fit(x, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    np.testing.assert_allclose(history.history["loss"], ref_history.history["loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"coupling": "spline"}, "coupling"),
+    ({"permutation": "shuffle"}, "permutation"),
+    ({"actnorm": 1}, "actnorm"),
+    ({"rescaling_init": "ones"}, "rescaling_init"),
+    ({"seed": 1.5}, "seed"),
+])
+def test_bad_variant_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tn.NICE((6,), **kwargs)
+
+
+def test_initialize_from_data_needs_a_batch():
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        small_model().initialize_from_data(np.zeros((1, 6), "float32"))

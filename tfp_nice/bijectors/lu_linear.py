@@ -5,6 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_nice.bijectors import _checks
+from tfp_nice.bijectors.rescaling import _is_variable
 
 tfb = tfp.bijectors
 
@@ -39,7 +40,8 @@ class LULinear(tfb.Bijector):
 
     `W` stays invertible whatever the values (the diagonal of `U` is
     `sign * exp(log_diag)`, never zero). Events of any shape are flattened in
-    row-major order. The bijector holds the tensors or variables it is given.
+    row-major order. The bijector holds the tensors or variables it is given
+    (`sign` and `permutation` may be non-trainable variables, read at each call).
     """
 
     def __init__(self, lower, upper, log_diag, sign, permutation, event_shape,
@@ -54,13 +56,13 @@ class LULinear(tfb.Bijector):
             if tuple(value.shape) != shape:
                 raise ValueError(f"LULinear's {what} must have shape {shape} for event shape "
                                  f"{self._event_shape}, got {tuple(value.shape)}.")
-        perm = np.asarray(permutation)
-        if not np.array_equal(np.sort(perm), np.arange(size)):
-            raise ValueError("LULinear's permutation is not a permutation of "
-                             f"range({size}).")
+        if not _is_variable(permutation):
+            perm = np.asarray(permutation)
+            if not np.array_equal(np.sort(perm), np.arange(size)):
+                raise ValueError("LULinear's permutation is not a permutation of "
+                                 f"range({size}).")
         self._lower, self._upper, self._log_diag = lower, upper, log_diag
-        self._sign = tf.constant(np.asarray(sign), dtype)
-        self._perm = tf.constant(perm.astype(np.int32))
+        self._sign, self._perm = sign, permutation
         self._strict_lower = tf.constant(np.tril(np.ones((size, size)), -1), dtype)
         self._strict_upper = tf.constant(np.triu(np.ones((size, size)), 1), dtype)
         self._size, self._dtype_ = size, dtype
@@ -73,12 +75,16 @@ class LULinear(tfb.Bijector):
         """The packed LU matrix `tf.linalg.lu_reconstruct` takes."""
         lower = tf.convert_to_tensor(self._lower, self._dtype_) * self._strict_lower
         upper = tf.convert_to_tensor(self._upper, self._dtype_) * self._strict_upper
-        diag = self._sign * tf.exp(tf.convert_to_tensor(self._log_diag, self._dtype_))
+        sign = tf.cast(tf.convert_to_tensor(self._sign), self._dtype_)
+        diag = sign * tf.exp(tf.convert_to_tensor(self._log_diag, self._dtype_))
         return lower + upper + tf.linalg.diag(diag)
+
+    def _permutation(self):
+        return tf.cast(tf.convert_to_tensor(self._perm), tf.int32)
 
     def matrix(self):
         """`W` itself."""
-        return tf.linalg.lu_reconstruct(self.lower_upper(), self._perm)
+        return tf.linalg.lu_reconstruct(self.lower_upper(), self._permutation())
 
     def _flat(self, t, what):
         _checks.check_floating_input(t, self._dtype_, self.name)
@@ -95,7 +101,7 @@ class LULinear(tfb.Bijector):
 
     def _inverse(self, y):
         flat, batch_shape = self._flat(y, "y")
-        solved = tf.linalg.lu_solve(self.lower_upper(), self._perm, tf.transpose(flat))
+        solved = tf.linalg.lu_solve(self.lower_upper(), self._permutation(), tf.transpose(flat))
         return self._unflat(tf.transpose(solved), batch_shape)
 
     def _log_det(self, t, what):

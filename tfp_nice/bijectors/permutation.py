@@ -5,6 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_nice.bijectors import _checks
+from tfp_nice.bijectors.rescaling import _is_variable
 
 tfb = tfp.bijectors
 
@@ -36,7 +37,9 @@ class Permutation(tfb.Bijector):
         """Builds the bijector.
 
         Args:
-          permutation: a permutation of `range(prod(event_shape))`.
+          permutation: a permutation of `range(prod(event_shape))`: an array,
+            or an integer (Keras or TF) variable holding one, read at each call
+            (a model saves its permutations so).
           event_shape: the event shape, e.g. `(d,)` or `(h, w, c)`.
 
         Raises:
@@ -45,14 +48,20 @@ class Permutation(tfb.Bijector):
         parameters = dict(locals())
         self._event_shape = tuple(int(d) for d in event_shape)
         size = int(np.prod(self._event_shape))
-        perm = np.asarray(permutation)
-        if perm.shape != (size,) or not np.array_equal(np.sort(perm), np.arange(size)):
+        if tuple(np.shape(permutation)) != (size,):
             raise ValueError(
                 f"permutation must be a permutation of range({size}) for event shape "
-                f"{self._event_shape}; got an array of shape {perm.shape}."
+                f"{self._event_shape}; got an array of shape {tuple(np.shape(permutation))}."
             )
-        self._perm = perm.astype(np.int32)
-        self._undo = np.argsort(perm).astype(np.int32)
+        if _is_variable(permutation):
+            self._perm = permutation
+        else:
+            perm = np.asarray(permutation)
+            if not np.array_equal(np.sort(perm), np.arange(size)):
+                raise ValueError(f"permutation must be a permutation of range({size}); "
+                                 f"got {perm.tolist()}.")
+            self._perm = tf.constant(perm.astype(np.int32))
+        self._size = size
         with tf.name_scope(name) as name:
             super().__init__(forward_min_event_ndims=len(self._event_shape),
                              is_constant_jacobian=True, validate_args=validate_args,
@@ -60,7 +69,12 @@ class Permutation(tfb.Bijector):
 
     @property
     def permutation(self):
-        return self._perm.copy()
+        """The permutation, as a numpy array."""
+        return np.asarray(tf.convert_to_tensor(self._perm))
+
+    def _index(self, inverse):
+        perm = tf.cast(tf.convert_to_tensor(self._perm), tf.int32)
+        return tf.math.invert_permutation(perm) if inverse else perm
 
     def _apply(self, t, index, what):
         _checks.check_floating_input(t, None, self.name)
@@ -68,14 +82,14 @@ class Permutation(tfb.Bijector):
         k = len(self._event_shape)
         shape = tf.shape(t)
         batch_shape = shape[: tf.size(shape) - k]
-        flat = tf.gather(tf.reshape(t, [-1, self._perm.size]), index, axis=1)
+        flat = tf.gather(tf.reshape(t, [-1, self._size]), index, axis=1)
         return tf.reshape(flat, tf.concat([batch_shape, self._event_shape], 0))
 
     def _forward(self, x):
-        return self._apply(x, self._perm, "x")
+        return self._apply(x, self._index(False), "x")
 
     def _inverse(self, y):
-        return self._apply(y, self._undo, "y")
+        return self._apply(y, self._index(True), "y")
 
     def _zero(self, t):
         shape = tf.shape(t)

@@ -7,7 +7,19 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_nice.bijectors import PARTITIONS, check_mask, coupling_masks, nice_bijector
+from tfp_nice.bijectors import (
+    COUPLINGS,
+    PARTITIONS,
+    ActNorm,
+    LULinear,
+    Permutation,
+    check_mask,
+    coupling_masks,
+    lu_linear_init,
+    nice_bijector,
+    random_permutation,
+    reverse_permutation,
+)
 from tfp_nice.data.quantization import bits_per_dim
 from tfp_nice.models.priors import PRIORS, check_custom_prior, make_prior
 from tfp_nice.networks import CouplingMLP
@@ -15,6 +27,9 @@ from tfp_nice.networks import CouplingMLP
 tfd = tfp.distributions
 
 __all__ = ["NICE"]
+
+PERMUTATIONS = (None, "reverse", "random", "lu")
+RESCALING_INITS = ("data", "zeros")
 
 
 def _positive_int(value, what):
@@ -33,9 +48,14 @@ class NICE(keras.Model):
     to the bijectors of `tfp_nice.nice_bijector` whenever it builds its
     distribution.
 
-    Directions: `encode` is NICE's `f` (data -> latent; couplings, then the
-    rescaling), `decode` is `g = f^{-1}` (latent -> data), and `distribution`
-    is `tfd.TransformedDistribution(prior, g)`, so
+    Beyond NICE, `coupling="affine"` uses RealNVP's affine couplings,
+    `permutation` puts a fixed or learned (LU) linear map before each
+    coupling, and `actnorm=True` a Glow ActNorm before each coupling.
+
+    Directions: `encode` is NICE's `f` (data -> latent; per coupling: ActNorm,
+    permutation, coupling; then the rescaling), `decode` is `g = f^{-1}`
+    (latent -> data), and `distribution` is
+    `tfd.TransformedDistribution(prior, g)`, so
 
         log p(x) = log p_prior(f(x)) + sum(log_scale).
 
@@ -57,6 +77,11 @@ class NICE(keras.Model):
         prior="logistic",
         activation="relu",
         num_levels=None,
+        coupling="additive",
+        permutation=None,
+        actnorm=False,
+        rescaling_init="data",
+        seed=0,
         **kwargs,
     ):
         """Builds the model and all its weights.
@@ -79,6 +104,21 @@ class NICE(keras.Model):
           num_levels: number of discrete levels the data were dequantized from
             (e.g. 256 for MNIST, 17 for scikit-learn's digits), used for
             bits/dim; `None` for continuous data.
+          coupling: `"additive"` (NICE) or `"affine"` (RealNVP, with the
+            log-scale bounded by a learned `scale * tanh`).
+          permutation: `None` (NICE: the partition alternates), `"reverse"`,
+            `"random"` (fixed, drawn from `seed`, saved with the model) or
+            `"lu"` (a learned invertible linear map, LU-parameterised,
+            starting at a random rotation drawn from `seed`), before each
+            coupling.
+          actnorm: put an ActNorm before each coupling, initialised from the
+            first training batch to zero mean and unit variance.
+          rescaling_init: `"data"` (default) sets the rescaling's log-scales
+            from the first training batch so that the latent has the prior's
+            standard deviation; `"zeros"` is NICE's start. On digits "data"
+            reached 2.85 held-out bits/dim after 50 epochs where "zeros" was
+            still at 4.48 (`examples/rescaling_ablation.py`).
+          seed: int seed of the random permutations and rotations.
           **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
         Raises:
@@ -115,6 +155,24 @@ class NICE(keras.Model):
                 raise ValueError(f"num_levels must be >= 2. Received: num_levels={num_levels}")
         self.num_levels = num_levels
         self.num_dims = int(np.prod(self.event_shape))
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {tuple(COUPLINGS)}. "
+                             f"Received: coupling={coupling!r}")
+        self.coupling = coupling
+        if permutation not in PERMUTATIONS:
+            raise ValueError(f"permutation must be one of {PERMUTATIONS}. "
+                             f"Received: permutation={permutation!r}")
+        self.permutation = permutation
+        if not isinstance(actnorm, bool):
+            raise ValueError(f"actnorm must be True or False. Received: actnorm={actnorm!r}")
+        self.actnorm = actnorm
+        if rescaling_init not in RESCALING_INITS:
+            raise ValueError(f"rescaling_init must be one of {RESCALING_INITS}. "
+                             f"Received: rescaling_init={rescaling_init!r}")
+        self.rescaling_init = rescaling_init
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an int. Received: seed={seed!r}")
+        self.seed = int(seed)
 
         masks = coupling_masks(self.event_shape, self.num_couplings, self.partition)
         self.coupling_networks = []
@@ -123,6 +181,7 @@ class NICE(keras.Model):
                 self.hidden_units,
                 int((~mask).sum()),
                 activation=activation,
+                affine=coupling == "affine",
                 dtype=self.dtype_policy,
                 name=f"coupling_{k}",
             )
@@ -133,22 +192,134 @@ class NICE(keras.Model):
             self.log_scale = self.add_weight(
                 shape=self.event_shape, initializer="zeros", name="log_scale"
             )
+        self._make_step_weights()
+        self.data_initialized = self.add_weight(
+            shape=(), initializer="zeros", dtype="int32", trainable=False,
+            name="data_initialized")
         self._nll_metric = keras.metrics.Mean(name="nll")
         self._bpd_metric = keras.metrics.Mean(name="bits_per_dim")
         self.built = True
 
     # --- the flow -------------------------------------------------------------------------
 
+    def _make_step_weights(self):
+        """The weights of what stands before each coupling: permutations, ActNorms."""
+        size = self.num_dims
+        self.permutation_weights, self.lu_weights, self.actnorm_weights = [], [], []
+        for k in range(self.num_couplings):
+            seed = self.seed + 1000 * k
+            if self.permutation in ("reverse", "random"):
+                perm = (reverse_permutation(size) if self.permutation == "reverse"
+                        else random_permutation(size, seed))
+                self.permutation_weights.append(self.add_weight(
+                    shape=(size,), dtype="int32", trainable=False,
+                    initializer=keras.initializers.Constant(perm), name=f"permutation_{k}"))
+            elif self.permutation == "lu":
+                init = lu_linear_init(size, seed)
+                weights = {
+                    key: self.add_weight(
+                        shape=init[key].shape, trainable=key in ("lower", "upper", "log_diag"),
+                        dtype="int32" if key == "permutation" else None,
+                        initializer=keras.initializers.Constant(init[key]),
+                        name=f"lu_{key}_{k}")
+                    for key in ("lower", "upper", "log_diag", "sign", "permutation")}
+                self.lu_weights.append(weights)
+            if self.actnorm:
+                self.actnorm_weights.append((
+                    self.add_weight(shape=self.event_shape, initializer="zeros",
+                                    name=f"actnorm_log_scale_{k}"),
+                    self.add_weight(shape=self.event_shape, initializer="zeros",
+                                    name=f"actnorm_shift_{k}")))
+
+    def _before_coupling(self, k):
+        """The bijectors `f` applies before coupling `k`, in the order it applies them."""
+        layers = []
+        if self.actnorm:
+            layers.append(ActNorm(*self.actnorm_weights[k], name=f"actnorm_{k}"))
+        if self.permutation in ("reverse", "random"):
+            layers.append(Permutation(self.permutation_weights[k], self.event_shape,
+                                      name=f"permutation_{k}"))
+        elif self.permutation == "lu":
+            w = self.lu_weights[k]
+            layers.append(LULinear(
+                w["lower"], w["upper"], w["log_diag"], w["sign"], w["permutation"],
+                self.event_shape,
+                name=f"lu_linear_{k}"))
+        return layers
+
     @property
     def bijector(self):
         """NICE's generator `g` (latent -> data) over the current weights."""
+        before = []
+        for k in range(self.num_couplings):
+            layers = self._before_coupling(k)
+            before.append(tfp.bijectors.Chain(layers[::-1]) if len(layers) > 1
+                          else (layers[0] if layers else None))
         return nice_bijector(
             self.event_shape,
             self.coupling_networks,
             partition=self.partition,
             log_scale=self.log_scale,
+            coupling=self.coupling,
+            before_couplings=before,
             name="nice",
         )
+
+    # --- data-dependent initialisation --------------------------------------------------
+
+    @property
+    def needs_data_init(self):
+        """Whether `fit` will initialise ActNorms or log-scales from its first batch."""
+        wants = self.actnorm or (self.rescaling and self.rescaling_init == "data")
+        return wants and int(keras.ops.convert_to_numpy(self.data_initialized)) == 0
+
+    def initialize_from_data(self, x):
+        """Sets the data-dependent parameters from a batch `x`, in `f`'s order.
+
+        Each ActNorm gets `shift = -mean(h)`, `log_scale = -log(std(h))` of its
+        input `h`, so its output has zero mean and unit variance; with
+        `rescaling_init="data"` the rescaling gets `log(prior_std / std(h))`.
+        `fit` calls this once, on its first batch, while `data_initialized`
+        is 0; it is saved with the model, so a reloaded model is not reset.
+        """
+        h = self._as_input(x)
+        if h.shape.rank != len(self.event_shape) + 1 or len(h) < 2:
+            raise ValueError("initialize_from_data needs a batch of at least 2 examples of "
+                             f"shape {self.event_shape}; got shape {tuple(h.shape)}.")
+        eps = tf.constant(1e-8, h.dtype)  # guards constant entries (std 0)
+
+        def spread(t):
+            return tf.sqrt(tf.math.reduce_variance(t, axis=0) + eps)
+
+        masks = coupling_masks(self.event_shape, self.num_couplings, self.partition)
+        for k in range(self.num_couplings):
+            for layer in self._before_coupling(k):
+                if isinstance(layer, ActNorm):
+                    log_scale, shift = self.actnorm_weights[k]
+                    shift.assign(-tf.reduce_mean(h, axis=0))
+                    log_scale.assign(-tf.math.log(spread(h)))
+                    layer = ActNorm(log_scale, shift)
+                h = layer.forward(h)
+            h = COUPLINGS[self.coupling](self.coupling_networks[k], masks[k]).forward(h)
+        if self.rescaling and self.rescaling_init == "data":
+            prior_std = tf.cast(self.base_distribution.stddev(), h.dtype)
+            self.log_scale.assign(tf.math.log(prior_std / spread(h)))
+        self.data_initialized.assign(1)
+
+    @staticmethod
+    def _first_batch(x, batch_size):
+        if isinstance(x, tf.data.Dataset):
+            element = next(iter(x))
+            return element[0] if isinstance(element, (tuple, list)) else element
+        if isinstance(x, (tuple, list)):
+            x = x[0]
+        return x[: batch_size or 32]
+
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        """Keras's `fit`, after the data-dependent start on the first batch if due."""
+        if self.needs_data_init and x is not None:
+            self.initialize_from_data(self._first_batch(x, batch_size))
+        return super().fit(x, y, batch_size, *args, **kwargs)
 
     @property
     def base_distribution(self):
@@ -297,5 +468,10 @@ class NICE(keras.Model):
             "prior": self.prior,
             "activation": keras.activations.serialize(keras.activations.get(self.activation)),
             "num_levels": self.num_levels,
+            "coupling": self.coupling,
+            "permutation": self.permutation,
+            "actnorm": self.actnorm,
+            "rescaling_init": self.rescaling_init,
+            "seed": self.seed,
         }
         return {**super().get_config(), **config}
