@@ -450,3 +450,27 @@ def test_bad_variant_arguments(kwargs, message):
 def test_initialize_from_data_needs_a_batch():
     with pytest.raises(ValueError, match="at least 2 examples"):
         small_model().initialize_from_data(np.zeros((1, 6), "float32"))
+
+
+def test_inpaint_keeps_observed_entries_and_raises_log_prob():
+    model = randomise(small_model(), scale=0.1)
+    x = np.clip(data(16) * 0.2 + 0.2, 0, 1).astype("float32")
+    observed = np.array([True, False, True, False, True, False])
+    start = np.where(observed, x, 0.5).astype("float32")
+    out = model.inpaint(start, observed, num_steps=50, step_size=1e-3, noise=0.0).numpy()
+    np.testing.assert_array_equal(out[:, observed], start[:, observed])
+    assert float(np.mean(model.log_prob(out))) > float(np.mean(model.log_prob(start)))
+    noisy_a = model.inpaint(start, observed, num_steps=5, noise=1.0, seed=3).numpy()
+    noisy_b = model.inpaint(start, observed, num_steps=5, noise=1.0, seed=3).numpy()
+    np.testing.assert_array_equal(noisy_a, noisy_b)
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(observed_mask=np.ones(5, bool)), ValueError, "does not broadcast"),
+    (dict(observed_mask=np.ones(6)), TypeError, "boolean"),
+    (dict(observed_mask=np.ones(6, bool), num_steps=0), ValueError, "num_steps"),
+    (dict(observed_mask=np.ones(6, bool), step_size=-1.0), ValueError, "step_size"),
+])
+def test_inpaint_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        small_model().inpaint(data(2), **kwargs)
