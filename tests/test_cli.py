@@ -247,3 +247,26 @@ def test_sample_out_must_be_npy(capsys, trained_moons):
     assert main(["sample", str(folder / "run" / "model.keras"), "--out",
                  str(folder / "x.txt")]) == 2
     assert "--out must end in .npy" in capsys.readouterr().err
+
+
+def test_inpaint_subcommand(tmp_path, capsys):
+    assert main(["train", "--data", "digits", *TINY, "--out", str(tmp_path / "d")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "filled.npy"
+    assert main(["inpaint", str(tmp_path / "d" / "model.keras"), "--num-examples", "4",
+                 "--num-steps", "20", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.load(out).shape == (4, 64)
+    assert (tmp_path / "filled.png").is_file()
+    assert set(report) == {"count", "mse_mean_filling", "mse_inpainted", "log_prob_before",
+                           "log_prob_after"}
+    assert main(["inpaint", str(tmp_path / "d" / "saved_model")]) == 2
+    assert "needs a model.keras file" in capsys.readouterr().err
+    np.save(tmp_path / "flat.npy", np.random.default_rng(0).normal(size=(10, 64)).astype("f4"))
+    status = main(["inpaint", str(tmp_path / "d" / "model.keras"), "--data",
+                   str(tmp_path / "flat.npy"), "--hide", "left", "--out", str(out)])
+    assert status == 0  # 64 values: taken as 8x8 images
+    np.save(tmp_path / "odd.npy", np.zeros((10, 63), "f4"))
+    assert main(["inpaint", str(tmp_path / "d" / "model.keras"), "--data",
+                 str(tmp_path / "odd.npy")]) == 2
+    assert "63 values per example" in capsys.readouterr().err

@@ -79,12 +79,13 @@ def _read_array(path):
     return images, tuple(images.shape[1:])
 
 
-def load_dataset(spec, num_points=10000, num_levels=None, seed=0):
+def load_dataset(spec, num_points=10000, num_levels=None, seed=0, float_levels=True):
     """Resolves `--data`: a built-in name or a `.npy`, `.csv`, `.npz` or IDX file.
 
     Integer data are dequantized into `[0, 1)` (256 levels for uint8, else
-    `max + 1`, unless `num_levels` is given); float data are used as they are.
-    Images are flattened into vectors.
+    `max + 1`, unless `num_levels` is given); float data are used as they are,
+    unless `num_levels` is given and `float_levels` (then they must hold whole
+    numbers, as `--num-levels` promises). Images are flattened into vectors.
     """
     if spec == "digits":
         raw, _ = load_digits()
@@ -109,10 +110,10 @@ def load_dataset(spec, num_points=10000, num_levels=None, seed=0):
                                    num_levels, seed, path)
     elif np.issubdtype(raw.dtype, np.floating):
         _check_finite(raw, str(path))
-        if num_levels is not None:
+        if num_levels is not None and float_levels:
             x, levels = _from_integers(raw, num_levels, seed, path)
         else:
-            x, levels = raw.astype(np.float32), None
+            x, levels = raw.astype(np.float32), (None if float_levels else num_levels)
     else:
         raise InputError(f"{path}: expected numbers, got dtype {raw.dtype}.")
     if image_shape is None and int(math.isqrt(x.shape[1])) ** 2 == x.shape[1] and x.shape[1] > 4:
