@@ -29,4 +29,5 @@ def test_readme_snippets_run(tmp_path, monkeypatch):
     assert namespace["samples"].shape == (16, 64)
     assert (tmp_path / "nice.keras").is_file()
     assert namespace["served_log_p"].shape == (2,)
+    assert namespace["filled"].shape == (4, 64)
     assert (tmp_path / "nice_saved" / "saved_model.pb").is_file()

@@ -25,7 +25,7 @@ from tfp_nice.bijectors import (
 from tfp_nice.export import export_saved_model
 from tfp_nice.models import NICE
 from tfp_nice.networks import CouplingMLP
-from tfp_nice import data  # noqa: E402  (the subpackage, as tfp_nice.data)
+from tfp_nice import data, presets  # noqa: E402  (the subpackages)
 
 __all__ = [
     "PARTITIONS",
@@ -45,6 +45,7 @@ __all__ = [
     "lu_linear_init",
     "nice_bijector",
     "partition_mask",
+    "presets",
     "random_permutation",
     "reverse_permutation",
 ]
