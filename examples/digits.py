@@ -23,6 +23,7 @@ from tfp_nice.data import (  # noqa: E402
     dequantize,
     gaussian_log_likelihood,
     load_digits,
+    train_test_split,
 )
 
 
@@ -35,11 +36,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    x, _ = load_digits()
-    perm = np.random.default_rng(args.seed).permutation(len(x))
-    n_train = int(0.8 * len(x))
-    train = dequantize(x[perm[:n_train]], DIGITS_LEVELS, seed=args.seed)
-    test = dequantize(x[perm[n_train:]], DIGITS_LEVELS, seed=args.seed + 1)
+    train, test = train_test_split(load_digits()[0], test_fraction=0.2, seed=args.seed)
+    train = dequantize(train, DIGITS_LEVELS, seed=args.seed)
+    test = dequantize(test, DIGITS_LEVELS, seed=args.seed + 1)
 
     keras.utils.set_random_seed(args.seed)
     model = tn.NICE((64,), num_couplings=args.couplings, hidden_units=tuple(args.hidden),

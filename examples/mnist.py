@@ -31,7 +31,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfp_nice as tn  # noqa: E402
-from tfp_nice.data import download_mnist, load_mnist  # noqa: E402
+from tfp_nice.data import download_mnist, load_mnist, train_test_split  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -96,10 +96,9 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     preset = tn.presets.nice_mnist(rescaling_init=args.rescaling_init,
                                    adam_beta_2=args.adam_beta_2, seed=args.seed)
-    perm = np.random.default_rng(args.seed).permutation(len(images))
-    n_held = int(round(args.held_out * len(images)))
-    train = preset.preprocess(images[perm[n_held:]], seed=args.seed)
-    held = preset.preprocess(images[perm[:n_held]], seed=args.seed + 1)
+    train, held = train_test_split(images, test_fraction=args.held_out, seed=args.seed)
+    train = preset.preprocess(train, seed=args.seed)
+    held = preset.preprocess(held, seed=args.seed + 1)
     print(f"{source}: {len(train)} images to train, {len(held)} held out; rescaling_init="
           f"{args.rescaling_init}, Adam beta_2={args.adam_beta_2}")
 

@@ -27,7 +27,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfp_nice as tn  # noqa: E402
-from tfp_nice.data import DIGITS_LEVELS, dequantize, load_digits  # noqa: E402
+from tfp_nice.data import (  # noqa: E402
+    DIGITS_LEVELS,
+    dequantize,
+    load_digits,
+    train_test_split,
+)
 
 
 class HeldOut(keras.callbacks.Callback):
@@ -49,11 +54,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    x, _ = load_digits()
-    perm = np.random.default_rng(args.seed).permutation(len(x))
-    n_train = int(0.8 * len(x))
-    train = dequantize(x[perm[:n_train]], DIGITS_LEVELS, seed=args.seed)
-    test = dequantize(x[perm[n_train:]], DIGITS_LEVELS, seed=args.seed + 1)
+    train, test = train_test_split(load_digits()[0], test_fraction=0.2, seed=args.seed)
+    train = dequantize(train, DIGITS_LEVELS, seed=args.seed)
+    test = dequantize(test, DIGITS_LEVELS, seed=args.seed + 1)
 
     variants = {  # name: (rescaling, rescaling_init, log-scales to start from)
         "no rescaling": (False, "zeros", None),

@@ -233,3 +233,16 @@ def test_shared_mnist_test_split():
     assert x.mean() == pytest.approx(33.79, abs=0.01)
     np.testing.assert_array_equal(
         np.bincount(y), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+
+
+def test_train_test_split_is_seeded_and_complete():
+    from tfp_nice.data import train_test_split
+
+    x = np.arange(1797)
+    train, test = train_test_split(x, 0.2, seed=0)
+    assert len(train) == 1437 and len(test) == 360
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), x)
+    again, _ = train_test_split(x, 0.2, seed=0)
+    np.testing.assert_array_equal(train, again)
+    with pytest.raises(ValueError, match="test_fraction"):
+        train_test_split(x, 1.0)

@@ -16,6 +16,7 @@ from tfp_nice.data import (
     dequantize,
     gaussian_log_likelihood,
     load_digits,
+    train_test_split,
     two_moons,
 )
 
@@ -48,12 +49,8 @@ def test_two_moons_beats_the_full_covariance_gaussian():
 
 @pytest.fixture(scope="module")
 def digits_split():
-    x, _ = load_digits()
-    perm = np.random.default_rng(0).permutation(len(x))
-    n_train = int(0.8 * len(x))
-    train = dequantize(x[perm[:n_train]], DIGITS_LEVELS, seed=0)
-    test = dequantize(x[perm[n_train:]], DIGITS_LEVELS, seed=1)
-    return train, test
+    train, test = train_test_split(load_digits()[0], test_fraction=0.2, seed=0)
+    return dequantize(train, DIGITS_LEVELS, seed=0), dequantize(test, DIGITS_LEVELS, seed=1)
 
 
 def digits_model(rescaling, **kwargs):

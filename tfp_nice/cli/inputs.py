@@ -122,15 +122,6 @@ def load_dataset(spec, num_points=10000, num_levels=None, seed=0, float_levels=T
     return Dataset(path.stem, x, levels, image_shape)
 
 
-def split(x, test_fraction, seed):
-    """Shuffles and splits `x` into train and test parts."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise InputError(f"--test-split must be in [0, 1), got {test_fraction}.")
-    perm = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(test_fraction * len(x)))
-    return x[perm[n_test:]], x[perm[:n_test]]
-
-
 def is_saved_model(path):
     return path.is_dir() and (path / "saved_model.pb").is_file()
 

@@ -17,8 +17,8 @@ import tensorflow_probability as tfp
 from tfp_nice._fs import staged_dir
 from tfp_nice._version import __version__
 from tfp_nice.cli import plots
-from tfp_nice.cli.inputs import BUILTIN_DATA, InputError, load_dataset, load_model, split
-from tfp_nice.data import bits_per_dim
+from tfp_nice.cli.inputs import BUILTIN_DATA, InputError, load_dataset, load_model
+from tfp_nice.data import bits_per_dim, train_test_split
 from tfp_nice.export import export_saved_model
 from tfp_nice.models import NICE
 
@@ -147,7 +147,7 @@ def train(args):
     out = pathlib.Path(args.out or os.path.join("runs", dataset.name))
     if out.exists() and not args.overwrite:
         raise InputError(f"--out {out} exists; pass --overwrite to replace it.")
-    train_x, test_x = split(dataset.x, args.test_split, args.seed)
+    train_x, test_x = train_test_split(dataset.x, args.test_split, args.seed)
     n_fit = len(train_x) - int(len(train_x) * args.validation_split)
     if n_fit < 1:
         raise InputError(f"{dataset.name} has {len(dataset.x)} examples: too few to split.")

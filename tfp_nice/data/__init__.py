@@ -10,6 +10,7 @@ from tfp_nice.data.loaders import (
     read_idx,
 )
 from tfp_nice.data.quantization import bits_per_dim, dequantize
+from tfp_nice.data.splits import train_test_split
 from tfp_nice.data.toy import TOY_DATASETS, checkerboard, eight_gaussians, two_moons
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "read_idx",
+    "train_test_split",
     "two_moons",
 ]
