@@ -351,8 +351,27 @@ def test_validate_args_rejects_non_finite_variable_log_scale_at_call():
 
 
 def test_without_validate_args_non_finite_log_scale_is_not_checked():
-    bij = tn.Rescaling(tf.constant([0.0, np.inf]))
-    assert np.isinf(bij.forward(tf.ones((1, 2)))[0, 1])
+    bij = tn.Rescaling(tf.constant([0.0, np.nan]))
+    assert np.isnan(bij.forward(tf.ones((1, 2)))[0, 1])
+
+
+@pytest.mark.parametrize("dtype,limit", [(tf.float32, 40.0), (tf.float64, 300.0)])
+def test_log_scales_near_the_dtype_limits_stay_finite(dtype, limit):
+    huge = tf.constant([1e30, -1e30, np.inf, 85.0], dtype)
+    bij = tn.Rescaling(huge)
+    x = tf.constant([[1e3, 1e3, -1e3, 1.0]], dtype)
+    y = bij.forward(x)
+    assert np.all(np.isfinite(y))
+    # clipped: [limit, -limit, limit, min(85, limit)]
+    np.testing.assert_allclose(bij.forward_log_det_jacobian(x, 1), [limit + min(85.0, limit)],
+                               rtol=1e-6)
+    np.testing.assert_allclose(bij.inverse(tf.identity(y)), x, rtol=1e-6)
+    coupling = tn.AffineCoupling(lambda a: (tf.zeros_like(a), tf.fill(tf.shape(a),
+                                                                      tf.cast(1e30, dtype))),
+                                 np.array([True, True, False, False]))
+    y = coupling.forward(x)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(coupling.forward_log_det_jacobian(x, 1)))
+    np.testing.assert_allclose(coupling.forward_log_det_jacobian(x, 1), [2 * limit], rtol=1e-6)
 
 
 # --- the bijectors beyond NICE, against TFP's own -----------------------------------------

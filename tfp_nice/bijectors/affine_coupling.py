@@ -28,7 +28,9 @@ class AffineCoupling(tfb.Bijector):
     `tfp_nice.CouplingMLP(..., affine=True)` returns `s = scale * tanh(raw)`
     with a learned per-entry `scale`; `log_scale_bound=b` bounds any network
     further as `s = b * tanh(s_raw / b)` (close to the identity for small
-    values; applied before the log-det, so the log-det stays exact).
+    values; applied before the log-det, so the log-det stays exact). Whatever
+    the network, `s` is finally clipped to `+-40` in float32 (`+-300` in
+    float64), like `Rescaling`'s.
 
     `shift_and_log_scale_fn` sees part A as `[N, n_A]` (batch dimensions
     flattened) and returns either a pair `(t, s)` of `[N, n_B]` tensors or one
@@ -104,6 +106,7 @@ class AffineCoupling(tfb.Bijector):
         if self._bound is not None:
             bound = tf.cast(self._bound, log_scale.dtype)
             log_scale = bound * tf.tanh(log_scale / bound)
+        log_scale = _checks.clip_log_scale(log_scale)
         if self.validate_args:
             log_scale = tf.debugging.assert_all_finite(
                 log_scale, f"{self.name}: the log-scale is not finite")

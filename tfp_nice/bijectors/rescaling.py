@@ -48,7 +48,10 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
     extra event dimensions), so a per-channel `(c,)` scale on `(h, w, c)` images
     gives `h * w * sum(s)`. The log-det is broadcast to the batch shape of `x`.
 
-    A zero `log_scale` is the identity (NICE's initialisation).
+    A zero `log_scale` is the identity (NICE's initialisation). The log-scale
+    is clipped to `+-40` in float32 (`+-300` in float64) before use, in the map
+    and the log-det alike, so the map stays finite for inputs up to about 1e21
+    and the log-det stays exact for the values used.
     """
 
     def __init__(self, log_scale, validate_args=False, name="rescaling"):
@@ -108,20 +111,23 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
         """The log of the scale (a Tensor or the variable it was given)."""
         return self._log_scale
 
+    def _clipped_log_scale(self):
+        return _checks.clip_log_scale(tf.convert_to_tensor(self._log_scale))
+
     def _check_input(self, t, what):
         _checks.check_floating_input(t, self._scale_dtype, self.name)
         _checks.check_event_shape(t, self._scale_shape, self.name, what)
 
     def _forward(self, x):
         self._check_input(x, "x")
-        return x * tf.exp(tf.convert_to_tensor(self._log_scale))
+        return x * tf.exp(self._clipped_log_scale())
 
     def _inverse(self, y):
         self._check_input(y, "y")
-        return y * tf.exp(-tf.convert_to_tensor(self._log_scale))
+        return y * tf.exp(-self._clipped_log_scale())
 
     def _log_det(self, t):
-        total = tf.reduce_sum(tf.convert_to_tensor(self._log_scale))
+        total = tf.reduce_sum(self._clipped_log_scale())
         rank = len(self._scale_shape)
         shape = tf.shape(t)
         batch_shape = shape[: tf.size(shape) - rank]
