@@ -215,14 +215,22 @@ def test_early_stopping_restores_the_best_weights():
 
 
 def test_terminate_on_nan_stops_training():
-    model = small_model()
+    model = small_model(rescaling_init="zeros")
     model.compile("adam")
-    x = data(128)
-    x[70] = np.nan
-    history = model.fit(x, epochs=5, batch_size=32, shuffle=False, verbose=0,
+    model.log_scale.assign(np.full(6, np.nan, "float32"))  # the loss is NaN from batch 1
+    history = model.fit(data(128), epochs=5, batch_size=32, shuffle=False, verbose=0,
                         callbacks=[keras.callbacks.TerminateOnNaN()])
     assert len(history.history["loss"]) == 1
     assert np.isnan(history.history["loss"][0])
+
+
+def test_nan_loss_stops_training_with_a_clear_warning():
+    model = small_model(rescaling_init="zeros")
+    model.compile("adam")
+    model.log_scale.assign(np.full(6, np.nan, "float32"))
+    with pytest.warns(RuntimeWarning, match="loss became nan at epoch 1, batch 1"):
+        history = model.fit(data(128), epochs=5, batch_size=32, verbose=0)
+    assert len(history.history["loss"]) == 1
 
 
 def test_mirrored_strategy_matches_one_device(mirrored_strategy):

@@ -1,6 +1,7 @@
 """NICE as a Keras 3 model trained by maximum likelihood with `fit`."""
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -36,6 +37,26 @@ def _positive_int(value, what):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{what} must be a positive int. Received: {what}={value!r}")
     return int(value)
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training when the loss turns NaN or inf, saying where and what to try."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            warnings.warn(
+                f"NICE: the loss became {float(loss)} at epoch {self.epoch + 1}, batch "
+                f"{batch + 1}; training stopped. Check the data, lower the learning rate, "
+                "or bound the log-scales.", RuntimeWarning, stacklevel=2)
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
@@ -315,11 +336,52 @@ class NICE(keras.Model):
             x = x[0]
         return x[: batch_size or 32]
 
+    def check_training_data(self, x, batch_size=None, validation_split=0.0):
+        """Raises a clear error for arrays `fit` cannot train on; returns nothing.
+
+        Checks (for numpy arrays and tensors; a `tf.data.Dataset` is the
+        caller's to check): not empty, floating (not integer, not half
+        precision), examples of the event shape, every value finite (the
+        error names the first bad row), and `batch_size` no larger than the
+        examples left after `validation_split`.
+        """
+        if isinstance(x, tf.data.Dataset) or x is None:
+            return
+        array = np.asarray(x)
+        if array.ndim == 0 or len(array) == 0:
+            raise ValueError(f"fit got no training examples (data of shape {array.shape}).")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(f"fit needs floating data, got dtype {array.dtype}; dequantize "
+                            "integer data first (tfp_nice.data.dequantize).")
+        if array.dtype == np.float16:
+            raise TypeError("fit does not take float16 data: half precision loses the "
+                            "dequantization noise; cast it to float32.")
+        if tuple(array.shape[1:]) != self.event_shape:
+            raise ValueError(f"fit needs examples of shape {self.event_shape}, got data of "
+                             f"shape {array.shape}.")
+        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            raise ValueError(f"fit data hold NaN or inf in row {row}; remove or fill it "
+                             "before training.")
+        n_fit = len(array) - int(len(array) * (validation_split or 0.0))
+        if batch_size is not None and batch_size > n_fit:
+            raise ValueError(f"batch_size {batch_size} is larger than the {n_fit} training "
+                             "examples.")
+
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        """Keras's `fit`, after the data-dependent start on the first batch if due."""
+        """Keras's `fit` after checks of the data and the data-dependent start if due.
+
+        Arrays are checked first (`check_training_data`). Training stops with a
+        warning naming the epoch and batch if the loss becomes NaN or inf (a
+        `keras.callbacks.TerminateOnNaN` of the caller works too).
+        """
+        self.check_training_data(x, batch_size, kwargs.get("validation_split", 0.0))
         if self.needs_data_init and x is not None:
             self.initialize_from_data(self._first_batch(x, batch_size))
-        return super().fit(x, y, batch_size, *args, **kwargs)
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        callbacks.append(_StopOnNonFiniteLoss())
+        return super().fit(x, y, batch_size, *args, callbacks=callbacks, **kwargs)
 
     @property
     def base_distribution(self):
@@ -339,6 +401,11 @@ class NICE(keras.Model):
             raise TypeError(
                 f"NICE expects floating {what}, got dtype {x.dtype.name}; dequantize "
                 "integer data first (tfp_nice.data.dequantize)."
+            )
+        if x.dtype in (tf.float16, tf.bfloat16):
+            raise TypeError(
+                f"NICE does not take {x.dtype.name} {what}: half precision loses the "
+                "dequantization noise; cast it to float32."
             )
         if x.dtype != self.compute_dtype:
             x = tf.cast(x, self.compute_dtype)
