@@ -323,3 +323,18 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_export_refuses_what_is_not_a_tfp_nice_model(tmp_path):
     with pytest.raises(TypeError, match="tfp_nice model"):
         tn.export_saved_model(keras.Sequential([keras.layers.Dense(2)]), tmp_path / "s")
+
+
+def test_concurrent_serving_gives_the_serial_answers(tmp_path):
+    import concurrent.futures
+
+    model = make_model((6,))
+    tn.export_saved_model(model, tmp_path / "saved")
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    log_prob = served.signatures["log_prob"]
+    batches = [tf.constant(inputs_for(model, n=50 + k, seed=k)) for k in range(32)]
+    serial = [log_prob(x=b)["log_prob"].numpy() for b in batches]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda b: log_prob(x=b)["log_prob"].numpy(), batches))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
