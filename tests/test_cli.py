@@ -3,6 +3,7 @@
 import importlib
 import json
 import math
+import re
 import pathlib
 import subprocess
 import sys
@@ -270,3 +271,40 @@ def test_inpaint_subcommand(tmp_path, capsys):
     assert main(["inpaint", str(tmp_path / "d" / "model.keras"), "--data",
                  str(tmp_path / "odd.npy")]) == 2
     assert "63 values per example" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_without_losing_a_finished_epoch(tmp_path):
+    import signal
+    import time
+
+    command = [str(TFP_NICE), "train", "--data", "moons", "--num-points", "4000",
+               "--epochs", "40", "--hidden", "16", "--batch-size", "32", "--patience", "0",
+               "--verbose", "0", "--resume", "--out", "run"]
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
+    log = tmp_path / ".run.backup" / "history.csv"
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    finished = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        finished = len(log.read_text().splitlines()) - 1 if log.is_file() else 0
+        if finished >= 3:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "run").exists()
+
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed_after = int(re.search(r"after epoch (\d+)", done.stdout).group(1))
+    assert resumed_after >= finished >= 3
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs"] == 40
+    assert len(metrics["history"]["loss"]) == 40
+    assert np.all(np.isfinite(metrics["history"]["loss"]))
+    assert not (tmp_path / ".run.backup").exists()

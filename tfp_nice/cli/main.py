@@ -1,11 +1,13 @@
 """`tfp-nice`: train, sample from and evaluate NICE flows from the command line."""
 
 import argparse
+import csv
 import json
 import math
 import os
 import pathlib
 import platform
+import shutil
 import sys
 import time
 
@@ -91,6 +93,9 @@ def build_parser():
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default=None, help="output folder (default: runs/<data>)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    train.add_argument("--resume", action="store_true",
+                       help="back up after every epoch (beside --out) and, if a backup of "
+                            "an interrupted run with the same --out exists, go on from it")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                        help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
 
@@ -163,6 +168,17 @@ def train(args):
     )
     model.compile(keras.optimizers.Adam(args.learning_rate))
     callbacks = [keras.callbacks.TerminateOnNaN()]
+    backup = out.parent / f".{out.name}.backup"
+    history_csv = backup / "history.csv"
+    if args.resume:
+        done = _finished_epochs(history_csv)
+        if done:
+            print(f"resuming the interrupted run in {backup} after epoch {done}", flush=True)
+        backup.mkdir(parents=True, exist_ok=True)
+        # The log is written before the backup at each epoch's end, so a run killed
+        # between the two repeats that epoch rather than losing it.
+        callbacks += [keras.callbacks.CSVLogger(str(history_csv), append=True),
+                      keras.callbacks.BackupAndRestore(str(backup / "state"))]
     if args.patience > 0 and args.validation_split > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=args.patience, restore_best_weights=True))
@@ -173,7 +189,8 @@ def train(args):
                         validation_split=args.validation_split, callbacks=callbacks,
                         verbose=args.verbose)
     seconds = time.perf_counter() - start
-    losses = history.history["loss"]
+    full_history = _read_history(history_csv) if args.resume else history.history
+    losses = full_history["loss"]
     if not np.all(np.isfinite(losses)):
         raise InputError("training diverged (the loss became NaN or inf); try a smaller "
                          "--learning-rate. Nothing was written.")
@@ -188,7 +205,7 @@ def train(args):
         "train": _scores(model, train_x[:n_fit], args.batch_size),
         "validation": _scores(model, train_x[n_fit:], args.batch_size) if n_val else None,
         "test": _scores(model, test_x, args.batch_size),
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "history": {k: [float(v) for v in vals] for k, vals in full_history.items()},
         "arguments": vars(args),
         "versions": _versions(),
     }
@@ -196,7 +213,7 @@ def train(args):
         model.save(tmp / "model.keras")
         export_saved_model(model, tmp / "saved_model")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plots.loss_curves(history.history, tmp / "loss.png")
+        plots.loss_curves(full_history, tmp / "loss.png")
         samples = model.sample(1000 if dataset.x.shape[1] == 2 else 64, seed=args.seed).numpy()
         if dataset.x.shape[1] == 2:
             plots.scatter_pair(test_x if len(test_x) else train_x, samples, tmp / "samples.png")
@@ -204,12 +221,28 @@ def train(args):
         elif dataset.image_shape is not None:
             plots.image_grid(samples, dataset.image_shape, tmp / "samples.png")
 
+    if args.resume:
+        shutil.rmtree(backup, ignore_errors=True)
     test = metrics["test"] or metrics["train"]
     which = "test" if metrics["test"] else "train"
     print(f"\n{which} NLL {test['nll']:.3f} nats/example, {test['bits_per_dim']:.4f} bits/dim "
           f"after {len(losses)} epochs ({seconds:.1f} s)")
     print(f"outputs in {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return 0
+
+
+def _read_history(path):
+    """The per-epoch logs of a CSVLogger file, the last row of each epoch kept."""
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows[int(row["epoch"])] = row
+    keys = [k for k in next(iter(rows.values())) if k != "epoch"] if rows else []
+    return {k: [float(rows[e][k]) for e in sorted(rows)] for k in keys}
+
+
+def _finished_epochs(path):
+    return len(_read_history(path).get("loss", [])) if path.is_file() else 0
 
 
 def _write_npy(path, array):
