@@ -567,7 +567,12 @@ class NICE(keras.Model):
         self._bpd_metric.update_state(
             bits_per_dim(nll, self.num_dims, self.num_levels), sample_weight=sample_weight
         )
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces the logs across workers with reduce(MEAN, axis=0), which
+            # fails on scalars (TF issue 72388); rank-1 logs reduce back to scalars.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def bits_per_dim(self, nll_nats):
         """Converts a mean NLL in nats to bits/dim with this model's `num_levels`."""
