@@ -5,6 +5,8 @@ import io
 import pathlib
 import re
 
+import tensorflow as tf
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -12,8 +14,10 @@ def _python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_readme_snippets_run(tmp_path, monkeypatch):
+def test_readme_snippets_run(tmp_path, monkeypatch, mirrored_strategy):
     monkeypatch.chdir(tmp_path)
+    # One MirroredStrategy per process (see conftest): the snippet gets the shared one.
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", lambda *a, **k: mirrored_strategy)
     blocks = _python_blocks()
     assert len(blocks) >= 2
     namespace = {}
