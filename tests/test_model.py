@@ -482,3 +482,16 @@ def test_inpaint_keeps_observed_entries_and_raises_log_prob():
 def test_inpaint_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         small_model().inpaint(data(2), **kwargs)
+
+
+@pytest.mark.parametrize("prior", ["logistic", "normal"])
+@pytest.mark.parametrize("kwargs", [{}, {"coupling": "affine", "actnorm": True}],
+                         ids=["nice", "affine-actnorm"])
+def test_log_prob_far_from_the_data_is_finite(prior, kwargs):
+    model = small_model(prior=prior, **kwargs)
+    model.initialize_from_data(data(64))
+    randomise(model, scale=0.3)
+    far = np.array([[1e3] * 6, [-1e3] * 6, [1e3, -1e3, 0, 5e2, -5e2, 1]], "float32")
+    log_p = model.log_prob(far).numpy()
+    assert np.all(np.isfinite(log_p)), log_p
+    assert np.all(log_p < model.log_prob(data(3)).numpy().min())
