@@ -69,7 +69,7 @@ def main(argv=None):
     parser.add_argument("--download", default=None, help="download MNIST's training split here")
     parser.add_argument("--epochs", type=int, default=1 if quick else 20)
     parser.add_argument("--held-out", type=float, default=0.2)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64 if quick else 256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rescaling-init", default="data", choices=["data", "zeros"])
     parser.add_argument("--adam-beta-2", type=float, default=0.99,
