@@ -40,23 +40,20 @@ def _positive_int(value, what):
 
 
 class _StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training when the loss turns NaN or inf, saying where and what to try."""
+    """Stops training after an epoch whose loss is NaN or inf, saying what to try.
 
-    def __init__(self):
-        super().__init__()
-        self.epoch = 0
+    It looks at the epoch's logs only: a per-batch check would make Keras copy
+    the loss to the host after every step (`TerminateOnNaN` does that).
+    """
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
+    def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.model.stop_training = True
             warnings.warn(
-                f"NICE: the loss became {float(loss)} at epoch {self.epoch + 1}, batch "
-                f"{batch + 1}; training stopped. Check the data, lower the learning rate, "
-                "or bound the log-scales.", RuntimeWarning, stacklevel=2)
+                f"NICE: the loss became {float(loss)} in epoch {epoch + 1}; training stopped. "
+                "Check the data, lower the learning rate, or bound the log-scales.",
+                RuntimeWarning, stacklevel=2)
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
@@ -373,8 +370,8 @@ class NICE(keras.Model):
         """Keras's `fit` after checks of the data and the data-dependent start if due.
 
         Arrays are checked first (`check_training_data`). Training stops with a
-        warning naming the epoch and batch if the loss becomes NaN or inf (a
-        `keras.callbacks.TerminateOnNaN` of the caller works too).
+        warning naming the epoch if its loss is NaN or inf (add
+        `keras.callbacks.TerminateOnNaN()` to stop at the very batch).
         """
         self.check_training_data(x, batch_size, kwargs.get("validation_split", 0.0))
         if self.needs_data_init and x is not None:
