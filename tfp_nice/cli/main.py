@@ -94,8 +94,8 @@ def build_parser():
     train.add_argument("--out", default=None, help="output folder (default: runs/<data>)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     train.add_argument("--resume", action="store_true",
-                       help="back up after every epoch (beside --out) and, if a backup of "
-                            "an interrupted run with the same --out exists, go on from it")
+                       help="save the model after every epoch (beside --out) and, if such "
+                            "a backup of an interrupted run exists, go on from it")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                        help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
 
@@ -170,15 +170,18 @@ def train(args):
     callbacks = [keras.callbacks.TerminateOnNaN()]
     backup = out.parent / f".{out.name}.backup"
     history_csv = backup / "history.csv"
+    initial_epoch = 0
     if args.resume:
-        done = _finished_epochs(history_csv)
-        if done:
-            print(f"resuming the interrupted run in {backup} after epoch {done}", flush=True)
         backup.mkdir(parents=True, exist_ok=True)
+        initial_epoch, saved = _latest_backup(backup)
+        if saved is not None:
+            print(f"resuming the interrupted run in {backup} after epoch {initial_epoch}",
+                  flush=True)
+            model = keras.models.load_model(saved)  # weights and optimizer state
         # The log is written before the backup at each epoch's end, so a run killed
         # between the two repeats that epoch rather than losing it.
         callbacks += [keras.callbacks.CSVLogger(str(history_csv), append=True),
-                      keras.callbacks.BackupAndRestore(str(backup / "state"))]
+                      _EpochBackup(backup)]
     if args.patience > 0 and args.validation_split > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=args.patience, restore_best_weights=True))
@@ -187,7 +190,7 @@ def train(args):
     start = time.perf_counter()
     history = model.fit(train_x, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=args.validation_split, callbacks=callbacks,
-                        verbose=args.verbose)
+                        verbose=args.verbose, initial_epoch=initial_epoch)
     seconds = time.perf_counter() - start
     full_history = _read_history(history_csv) if args.resume else history.history
     losses = full_history["loss"]
@@ -231,6 +234,33 @@ def train(args):
     return 0
 
 
+class _EpochBackup(keras.callbacks.Callback):
+    """Saves the whole model (optimizer included) after every epoch, atomically.
+
+    Each backup is written under a temporary name and renamed to
+    `epoch-<n>.keras` (n finished epochs) once complete, so a kill at any moment
+    leaves the previous backup whole; older ones are then removed.
+    """
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = pathlib.Path(folder)
+
+    def on_epoch_end(self, epoch, logs=None):
+        partial = self.folder / "partial.keras"
+        self.model.save(partial)
+        os.replace(partial, self.folder / f"epoch-{epoch + 1}.keras")
+        for old in self.folder.glob("epoch-*.keras"):
+            if old.name != f"epoch-{epoch + 1}.keras":
+                old.unlink()
+
+
+def _latest_backup(folder):
+    """`(finished_epochs, path)` of the newest whole backup, or `(0, None)`."""
+    found = sorted((int(p.stem.split("-")[1]), p) for p in folder.glob("epoch-*.keras"))
+    return found[-1] if found else (0, None)
+
+
 def _read_history(path):
     """The per-epoch logs of a CSVLogger file, the last row of each epoch kept."""
     rows = {}
@@ -239,10 +269,6 @@ def _read_history(path):
             rows[int(row["epoch"])] = row
     keys = [k for k in next(iter(rows.values())) if k != "epoch"] if rows else []
     return {k: [float(rows[e][k]) for e in sorted(rows)] for k in keys}
-
-
-def _finished_epochs(path):
-    return len(_read_history(path).get("loss", [])) if path.is_file() else 0
 
 
 def _write_npy(path, array):
