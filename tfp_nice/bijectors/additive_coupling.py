@@ -1,17 +1,15 @@
 """NICE's additive coupling layer."""
 
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from tfp_nice.bijectors import _checks
-from tfp_nice.bijectors._partition import MaskPartition
+from tfp_nice.bijectors._coupling import MaskedCoupling
 
-tfb = tfp.bijectors
 
 __all__ = ["AdditiveCoupling"]
 
 
-class AdditiveCoupling(tfb.Bijector):
+class AdditiveCoupling(MaskedCoupling):
     """NICE's additive coupling layer (arXiv 1410.8516, section 3.2).
 
     The boolean `mask` splits an event `x` into a conditioning part
@@ -51,47 +49,17 @@ class AdditiveCoupling(tfb.Bijector):
             side empty.
         """
         parameters = dict(locals())
-        if not callable(shift_fn):
-            raise TypeError(
-                f"shift_fn must be a callable or a Keras layer, got {type(shift_fn).__name__}."
-            )
-        with tf.name_scope(name) as name:
-            self._shift_fn = shift_fn
-            self._partition = MaskPartition(mask)
-            super().__init__(
-                forward_min_event_ndims=self._partition.event_ndims,
-                is_constant_jacobian=True,
-                validate_args=validate_args,
-                parameters=parameters,
-                name=name,
-            )
+        super().__init__(shift_fn, "shift_fn", mask, True, validate_args, parameters, name)
 
     @property
     def shift_fn(self):
         """The shift network `m`."""
-        return self._shift_fn
-
-    @property
-    def mask(self):
-        """The mask as a numpy boolean array (`True` = conditioning part)."""
-        return self._partition.mask.copy()
+        return self._fn
 
     def _shift(self, t, what):
-        _checks.check_floating_input(t, None, self.name)
-        self._partition.check(t, self.name, what)
-        t_a, t_b, batch_shape = self._partition.split(t)
-        shift = tf.convert_to_tensor(self._shift_fn(t_a))
-        if shift.dtype != t.dtype:
-            raise TypeError(
-                f"{self.name}: shift_fn returned dtype {shift.dtype.name} for an input "
-                f"of dtype {t.dtype.name}; build the network in {t.dtype.name}."
-            )
-        rank, width = shift.shape.rank, shift.shape[-1] if shift.shape.rank else None
-        if rank is not None and (rank != 2 or (width is not None and width != self._partition.size_b)):
-            raise ValueError(
-                f"{self.name}: shift_fn must return a [batch, {self._partition.size_b}] "
-                f"shift for the transformed entries, got shape {tuple(shift.shape)}."
-            )
+        t_a, t_b, shift, batch_shape = self._condition(t, what)
+        shift = tf.convert_to_tensor(shift)
+        self._check_part(shift, t, "shift")
         return t_a, t_b, shift, batch_shape
 
     def _forward(self, x):

@@ -1,17 +1,15 @@
 """RealNVP's affine coupling layer (Dinh et al. 2016), NICE's coupling with a scale."""
 
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from tfp_nice.bijectors import _checks
-from tfp_nice.bijectors._partition import MaskPartition
+from tfp_nice.bijectors._coupling import MaskedCoupling
 
-tfb = tfp.bijectors
 
 __all__ = ["AffineCoupling"]
 
 
-class AffineCoupling(tfb.Bijector):
+class AffineCoupling(MaskedCoupling):
     """Affine coupling layer (RealNVP, arXiv 1605.08803, eq. 7).
 
     The boolean `mask` splits `x` into a conditioning part `x_A = x[mask]` and
@@ -54,35 +52,18 @@ class AffineCoupling(tfb.Bijector):
           ValueError: for a bad mask or a non-positive `log_scale_bound`.
         """
         parameters = dict(locals())
-        if not callable(shift_and_log_scale_fn):
-            raise TypeError("shift_and_log_scale_fn must be a callable or a Keras layer, got "
-                            f"{type(shift_and_log_scale_fn).__name__}.")
         if log_scale_bound is not None and not float(log_scale_bound) > 0:
             raise ValueError(f"log_scale_bound must be > 0, got {log_scale_bound!r}.")
-        with tf.name_scope(name) as name:
-            self._fn = shift_and_log_scale_fn
-            self._bound = None if log_scale_bound is None else float(log_scale_bound)
-            self._partition = MaskPartition(mask)
-            super().__init__(
-                forward_min_event_ndims=self._partition.event_ndims,
-                validate_args=validate_args,
-                parameters=parameters,
-                name=name,
-            )
+        self._bound = None if log_scale_bound is None else float(log_scale_bound)
+        super().__init__(shift_and_log_scale_fn, "shift_and_log_scale_fn", mask, False,
+                         validate_args, parameters, name)
 
     @property
     def shift_and_log_scale_fn(self):
         return self._fn
 
-    @property
-    def mask(self):
-        return self._partition.mask.copy()
-
     def _shift_and_log_scale(self, t, what):
-        _checks.check_floating_input(t, None, self.name)
-        self._partition.check(t, self.name, what)
-        t_a, t_b, batch_shape = self._partition.split(t)
-        out = self._fn(t_a)
+        t_a, t_b, out, batch_shape = self._condition(t, what)
         n_b = self._partition.size_b
         if isinstance(out, (tuple, list)):
             if len(out) != 2:
@@ -96,13 +77,8 @@ class AffineCoupling(tfb.Bijector):
                                  f"[batch, {2 * n_b}] tensor or a pair, got shape "
                                  f"{tuple(out.shape)}.")
             shift, log_scale = out[:, :n_b], out[:, n_b:]
-        for value, label in ((shift, "shift"), (log_scale, "log_scale")):
-            if value.dtype != t.dtype:
-                raise TypeError(f"{self.name}: the {label} has dtype {value.dtype.name} for an "
-                                f"input of dtype {t.dtype.name}.")
-            if value.shape.rank != 2 or (value.shape[-1] is not None and value.shape[-1] != n_b):
-                raise ValueError(f"{self.name}: the {label} must have shape [batch, {n_b}], "
-                                 f"got {tuple(value.shape)}.")
+        self._check_part(shift, t, "shift")
+        self._check_part(log_scale, t, "log_scale")
         if self._bound is not None:
             bound = tf.cast(self._bound, log_scale.dtype)
             log_scale = bound * tf.tanh(log_scale / bound)
