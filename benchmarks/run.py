@@ -152,7 +152,6 @@ def small_model(rounds, steps_per_execution):
     model = tn.NICE((2,), num_couplings=4, hidden_units=(64, 64))
     model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution)
     model.fit(x[:512], epochs=1, batch_size=128, verbose=0)
-    masks = tn.coupling_masks((2,), 4, "odd_even")
     dist = model.distribution
     opt = keras.optimizers.Adam(1e-3)
     variables = model.trainable_weights
@@ -166,7 +165,6 @@ def small_model(rounds, steps_per_execution):
 
     batches = [tf.constant(x[i:i + 128]) for i in range(0, len(x), 128)]
     step(batches[0]).numpy()
-    del masks
 
     def raw():
         for b in batches:
