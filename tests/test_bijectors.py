@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_nice as tn
+from tfp_nice.bijectors._partition import MaskPartition
 from conftest import record_error
 from helpers import coupling, nice_chain, random_log_scale, random_mlp
 
@@ -183,6 +184,57 @@ def test_partition_masks_are_what_they_say():
     chan = tn.partition_mask("channel", (2, 2, 4))
     np.testing.assert_array_equal(chan[0, 0], [1, 1, 0, 0])
     assert chan.all(axis=-1).sum() == 0 and chan[..., :2].all()
+
+
+# Each way MaskPartition splits (see tfp_nice/bijectors/_partition.py) against numpy
+# fancy indexing: part A is mask's entries in flat order, B the rest.
+LAYOUT_CASES = [
+    (tn.partition_mask("odd_even", (8,)), "transpose"),       # NICE: runs of 1, A first
+    (~tn.partition_mask("odd_even", (8,)), "transpose"),      # the swapped side: B first
+    (tn.partition_mask("halves", (7,)), "runs"),               # one period, unequal runs
+    (~tn.partition_mask("halves", (6,)), "runs"),
+    (tn.partition_mask("channel", (2, 3, 4)), "transpose"),   # runs of c // 2 channels
+    (np.tile([True, False, False], 4), "runs"),               # period 3, unequal runs
+    (np.tile([False, False, True, True], (2, 2)), "transpose"),
+    (tn.partition_mask("odd_even", (7,)), "gather"),          # odd size: not periodic
+    (tn.partition_mask("checkerboard", (4, 4, 2)), "gather"),
+    (np.array([True, False, True, True, False, False]), "gather"),
+]
+
+
+@pytest.mark.parametrize("mask,layout", LAYOUT_CASES)
+def test_partition_layouts_split_like_fancy_indexing(mask, layout):
+    part = MaskPartition(mask)
+    assert part.layout == layout
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3) + mask.shape)
+    flat = x.reshape(6, -1)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        a, b, batch_shape = part.split(xt)
+        weights_a, weights_b = rng.normal(size=a.shape), rng.normal(size=b.shape)
+        objective = tf.reduce_sum(a * weights_a) + tf.reduce_sum(b * weights_b)
+    np.testing.assert_array_equal(a, flat[:, mask.reshape(-1)])
+    np.testing.assert_array_equal(b, flat[:, ~mask.reshape(-1)])
+    np.testing.assert_array_equal(part.merge(a, b, batch_shape), x)
+    expected = np.zeros_like(flat)
+    expected[:, mask.reshape(-1)] = weights_a
+    expected[:, ~mask.reshape(-1)] = weights_b
+    np.testing.assert_array_equal(tape.gradient(objective, xt), expected.reshape(x.shape))
+
+
+@pytest.mark.parametrize("mask,layout", LAYOUT_CASES)
+def test_partition_layouts_under_xla(mask, layout):
+    part = MaskPartition(mask)
+    x = tf.constant(np.random.default_rng(4).normal(size=(5,) + mask.shape), tf.float32)
+
+    @tf.function(jit_compile=True)
+    def round_trip(x):
+        a, b, batch_shape = part.split(x)
+        return part.merge(a, b, batch_shape)
+
+    np.testing.assert_array_equal(round_trip(x), x)
 
 
 def test_coupling_masks_alternate():

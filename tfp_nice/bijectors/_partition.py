@@ -1,4 +1,21 @@
-"""Splitting an event into its masked parts and putting it back together."""
+"""Splitting an event into its masked parts and putting it back together.
+
+Part A is always the masked entries in flat (row-major) order and part B the
+rest, whichever way the split is computed, so a network sees its inputs in the
+same order on every path. Three ways, chosen once from the mask:
+
+* ``"runs"``: the flat mask repeats a period of `p` entries that is one run of
+  one side followed by one run of the other (NICE's odd/even interleave, halves,
+  channel halves). Reshaping to `[N, size // p, p]` and slicing the last axis
+  splits it; concatenating on that axis merges. When both runs have the same
+  length, a transpose of `[N, size // p, 2, p // 2]` does the same in one op.
+* ``"gather"``: any other mask (a checkerboard, a custom mask): one `tf.gather`
+  per part and one to merge.
+
+The gathers are the slow path: on a CPU their gradients scatter. On the MNIST
+model the reshape/transpose path is what makes `fit` keep up with TFP's
+`RealNVP` (see `benchmarks/`).
+"""
 
 import numpy as np
 import tensorflow as tf
@@ -7,11 +24,28 @@ from tfp_nice.bijectors import _checks
 from tfp_nice.bijectors.masks import check_mask
 
 
-class MaskPartition:
-    """Gathers the two sides of a mask as flat vectors and scatters them back.
+def _runs_layout(flat):
+    """Returns `(period, first_is_a, first_len)` if `flat` is periodic runs, else None."""
+    size = flat.size
+    for period in range(2, size + 1):
+        if size % period:
+            continue
+        rows = flat.reshape(-1, period)
+        if not (rows == rows[0]).all():
+            continue
+        pattern = rows[0]
+        first_len = int(np.argmax(pattern != pattern[0]))  # pattern has both sides
+        if (pattern[first_len:] == pattern[first_len]).all():
+            return period, bool(pattern[0]), first_len
+        return None  # the smallest period is not two runs; longer ones are not either
+    return None
 
-    Computed once from the mask: the flat indices of part A (`True`) and of
-    part B (`False`), and the permutation that undoes `concat([A, B])`.
+
+class MaskPartition:
+    """Splits an event into flat parts A (`mask`) and B (`~mask`) and merges them back.
+
+    Computed once from the mask: the flat indices of each part (for the gather
+    path and for reference) and the layout used to split (see the module doc).
     """
 
     def __init__(self, mask):
@@ -22,10 +56,18 @@ class MaskPartition:
         self.size = flat.size
         self.index_a = np.flatnonzero(flat).astype(np.int32)
         self.index_b = np.flatnonzero(~flat).astype(np.int32)
-        order = np.concatenate([self.index_a, self.index_b])
-        self._undo = np.argsort(order).astype(np.int32)
         self.size_a = self.index_a.size
         self.size_b = self.index_b.size
+        order = np.concatenate([self.index_a, self.index_b])
+        self._undo = np.argsort(order).astype(np.int32)
+        runs = _runs_layout(flat)
+        if runs is None:
+            self.layout = "gather"
+        else:
+            self._period, self._a_first, self._first_len = runs
+            self._rows = self.size // self._period
+            self.layout = ("transpose" if self._rows > 1 and 2 * self._first_len == self._period
+                           else "runs")
 
     def check(self, x, name, what="x"):
         _checks.check_event_shape(x, self.event_shape, name, what)
@@ -38,15 +80,37 @@ class MaskPartition:
         """Returns `(x_a, x_b, batch_shape)`.
 
         `x_a` and `x_b` are matrices `[N, size_of_part]`, the batch dimensions
-        of `x` flattened into `N` (so networks always see one batch axis).
+        of `x` flattened into `N` (so networks always see one batch axis), each
+        in the flat order of its entries in the event.
         """
         batch_shape = self.batch_shape_tensor(x)
         flat = tf.reshape(x, [-1, self.size])
-        return (tf.gather(flat, self.index_a, axis=1),
-                tf.gather(flat, self.index_b, axis=1),
-                batch_shape)
+        if self.layout == "gather":
+            return (tf.gather(flat, self.index_a, axis=1),
+                    tf.gather(flat, self.index_b, axis=1),
+                    batch_shape)
+        rows, period, first_len = self._rows, self._period, self._first_len
+        if self.layout == "transpose":
+            parts = tf.transpose(tf.reshape(flat, [-1, rows, 2, first_len]), [0, 2, 1, 3])
+            parts = tf.reshape(parts, [-1, 2, rows * first_len])
+            first, second = parts[:, 0], parts[:, 1]
+        else:
+            grid = tf.reshape(flat, [-1, rows, period])
+            first = tf.reshape(grid[:, :, :first_len], [-1, rows * first_len])
+            second = tf.reshape(grid[:, :, first_len:], [-1, rows * (period - first_len)])
+        return (first, second, batch_shape) if self._a_first else (second, first, batch_shape)
 
     def merge(self, x_a, x_b, batch_shape):
         """Inverse of `split`."""
-        flat = tf.gather(tf.concat([x_a, x_b], axis=1), self._undo, axis=1)
-        return tf.reshape(flat, tf.concat([batch_shape, self.event_shape], 0))
+        shape = tf.concat([batch_shape, self.event_shape], 0)
+        if self.layout == "gather":
+            flat = tf.gather(tf.concat([x_a, x_b], axis=1), self._undo, axis=1)
+            return tf.reshape(flat, shape)
+        first, second = (x_a, x_b) if self._a_first else (x_b, x_a)
+        rows, period, first_len = self._rows, self._period, self._first_len
+        if self.layout == "transpose":
+            parts = tf.reshape(tf.stack([first, second], axis=1), [-1, 2, rows, first_len])
+            return tf.reshape(tf.transpose(parts, [0, 2, 1, 3]), shape)
+        grid = tf.concat([tf.reshape(first, [-1, rows, first_len]),
+                          tf.reshape(second, [-1, rows, period - first_len])], axis=2)
+        return tf.reshape(grid, shape)
