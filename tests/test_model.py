@@ -155,6 +155,47 @@ def test_fit_on_a_tf_data_dataset():
     assert np.all(np.isfinite(history.history["loss"]))
 
 
+def _epochs_of(dataset, num_epochs, num_batches):
+    batches = [b.numpy() for b in dataset.take(num_epochs * num_batches)]
+    return [batches[k * num_batches:(k + 1) * num_batches] for k in range(num_epochs)]
+
+
+def test_epoch_batches_shuffle_each_epoch_and_keep_the_partial_batch():
+    x = np.arange(30, dtype="float32").reshape(10, 3)
+    tf.random.set_seed(0)
+    epochs = _epochs_of(tn.models.nice.epoch_batches(x, 4), 3, 3)
+    orders = []
+    for batches in epochs:
+        assert [len(b) for b in batches] == [4, 4, 2]
+        rows = np.concatenate(batches)
+        np.testing.assert_array_equal(np.sort(rows[:, 0]), x[:, 0])  # each row once
+        np.testing.assert_array_equal(rows, x[(rows[:, 0] // 3).astype(int)])  # whole rows
+        orders.append(tuple(rows[:, 0]))
+    assert len(set(orders)) == 3  # a new permutation every epoch (10! orders to draw from)
+    for batches in _epochs_of(tn.models.nice.epoch_batches(x, 4, shuffle=False), 2, 3):
+        np.testing.assert_array_equal(np.concatenate(batches), x)
+
+
+def _fit_weights(fit, **kwargs):
+    keras.utils.set_random_seed(5)
+    model = randomise(small_model(rescaling_init="zeros"), seed=1)  # keras's fit: no data init
+    model.compile(keras.optimizers.SGD(1e-2))
+    history = fit(model, data(100), epochs=3, batch_size=32, verbose=0, **kwargs)
+    return history, [w.numpy() for w in model.trainable_weights]
+
+
+def test_fit_on_arrays_trains_like_keras_own_array_input():
+    # NICE.fit feeds plain arrays through epoch_batches; keras.Model.fit is Keras's path.
+    ours, ours_w = _fit_weights(tn.NICE.fit, shuffle=False)
+    keras_h, keras_w = _fit_weights(keras.Model.fit, shuffle=False)
+    np.testing.assert_allclose(ours.history["loss"], keras_h.history["loss"], rtol=1e-6)
+    for a, b in zip(ours_w, keras_w):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert ours.params["steps"] == keras_h.params["steps"] == 4  # 32 + 32 + 32 + 4
+    shuffled, _ = _fit_weights(tn.NICE.fit, validation_data=data(40, seed=3))
+    assert len(shuffled.history["val_loss"]) == 3 and np.isfinite(shuffled.history["loss"]).all()
+
+
 def _train_losses(jit_compile, steps_per_execution=1, epochs=2):
     keras.utils.set_random_seed(5)
     model = randomise(small_model(), seed=1)

@@ -56,6 +56,32 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
                 RuntimeWarning, stacklevel=2)
 
 
+def epoch_batches(x, batch_size, shuffle=True):
+    """A repeated `tf.data.Dataset` of the batches of array `x`, epoch after epoch.
+
+    Each epoch is a fresh random permutation of the rows (`shuffle=True`) or
+    their order (`shuffle=False`), cut into `ceil(len(x) / batch_size)` batches,
+    the last one partial: what Keras's own array input gives, in one pipeline.
+    Shuffling permutes a copy of `x` once per epoch (one gather, then slices),
+    which is much faster than gathering every batch.
+    """
+    data = tf.convert_to_tensor(x)
+    n = int(data.shape[0])
+    num_batches = -(-n // batch_size)
+
+    def one_epoch(_):
+        rows = tf.gather(data, tf.random.shuffle(tf.range(n))) if shuffle else data
+        return tf.data.Dataset.range(num_batches).map(
+            lambda i: rows[i * batch_size:(i + 1) * batch_size])
+
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.experimental_external_state_policy = (
+        tf.data.experimental.ExternalStatePolicy.IGNORE)
+    dataset = tf.data.Dataset.range(1).repeat().flat_map(one_epoch).prefetch(2)
+    return dataset.with_options(options)
+
+
 @keras.saving.register_keras_serializable(package="tfp_nice")
 class NICE(keras.Model):
     """NICE (Dinh et al. 2014, arXiv 1410.8516) as a Keras 3 model.
@@ -378,7 +404,28 @@ class NICE(keras.Model):
             self.initialize_from_data(self._first_batch(x, batch_size))
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(_StopOnNonFiniteLoss())
+        if self._can_stream(x, y, args, kwargs):
+            batch_size = batch_size or 32
+            kwargs["steps_per_epoch"] = -(-len(x) // batch_size)
+            x = epoch_batches(x, batch_size, kwargs.pop("shuffle", True))
+            batch_size, kwargs["shuffle"] = None, False  # the pipeline shuffles itself
         return super().fit(x, y, batch_size, *args, callbacks=callbacks, **kwargs)
+
+    def _can_stream(self, x, y, args, kwargs):
+        """Whether `fit` may feed array `x` through `epoch_batches` (plain cases only).
+
+        Keras builds a new input pipeline twice per epoch for arrays, which
+        costs as much as the training steps of a small model. One repeated
+        pipeline serves the same batches; anything beyond a plain array (labels,
+        weights, validation_split, steps_per_epoch, shuffle="batch",
+        positional arguments, a distribution strategy) keeps Keras's own path.
+        """
+        plain = {"epochs", "verbose", "validation_data", "shuffle", "initial_epoch",
+                 "validation_steps", "validation_batch_size", "validation_freq"}
+        return (isinstance(x, (np.ndarray, tf.Tensor)) and y is None and not args
+                and set(kwargs) <= plain and kwargs.get("shuffle", True) in (True, False)
+                and not tf.distribute.has_strategy()
+                and self.distribute_strategy.num_replicas_in_sync == 1)
 
     @property
     def base_distribution(self):
