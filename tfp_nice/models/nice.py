@@ -63,7 +63,9 @@ def epoch_batches(x, batch_size, shuffle=True):
     their order (`shuffle=False`), cut into `ceil(len(x) / batch_size)` batches,
     the last one partial: what Keras's own array input gives, in one pipeline.
     Shuffling permutes a copy of `x` once per epoch (one gather, then slices),
-    which is much faster than gathering every batch.
+    which is much faster than gathering every batch. tf.data's autotuning is
+    off: nothing here is parallel, and with it on, freeing the iterator at the
+    end of `fit` stalled for about 0.56 s in about half of the calls.
     """
     data = tf.convert_to_tensor(x)
     n = int(data.shape[0])
@@ -76,6 +78,7 @@ def epoch_batches(x, batch_size, shuffle=True):
 
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
     options.experimental_external_state_policy = (
         tf.data.experimental.ExternalStatePolicy.IGNORE)
     dataset = tf.data.Dataset.range(1).repeat().flat_map(one_epoch).prefetch(2)
