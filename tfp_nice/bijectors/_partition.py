@@ -92,8 +92,8 @@ class MaskPartition:
         rows, period, first_len = self._rows, self._period, self._first_len
         if self.layout == "transpose":
             parts = tf.transpose(tf.reshape(flat, [-1, rows, 2, first_len]), [0, 2, 1, 3])
-            parts = tf.reshape(parts, [-1, 2, rows * first_len])
-            first, second = parts[:, 0], parts[:, 1]
+            # unstack, not two slices: its gradient is one stack, not two scatters.
+            first, second = tf.unstack(tf.reshape(parts, [-1, 2, rows * first_len]), 2, axis=1)
         else:
             grid = tf.reshape(flat, [-1, rows, period])
             first = tf.reshape(grid[:, :, :first_len], [-1, rows * first_len])
