@@ -52,6 +52,25 @@ def nice_fit(x, d, hidden, batch, jit, rescaling_init="data"):
     return run
 
 
+def nice_raw_step(batches, d, hidden, jit):
+    """`tfp_nice.NICE`'s distribution in a raw `tf.function` step: the flow without `fit`."""
+    keras.utils.set_random_seed(0)
+    model = tn.NICE((d,), num_couplings=NUM_COUPLINGS, hidden_units=hidden,
+                    rescaling_init="zeros")
+    flow, variables = model.distribution, model.trainable_weights
+    optimizer = keras.optimizers.Adam(1e-3)
+
+    @tf.function(jit_compile=jit)
+    def step(xb):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(flow.log_prob(xb))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    float(step(batches[0]))
+    return _loop(step, batches)
+
+
 def bare_mlps(batches, d, hidden, jit):
     """The compute limit: the same four MLPs on a dummy loss, no flow, a raw `tf.function`."""
     masks = tn.coupling_masks((d,), NUM_COUPLINGS, "odd_even")
