@@ -39,6 +39,21 @@ def _loop(step, batches):
     return run
 
 
+def _max_likelihood_loop(flow, variables, batches, jit):
+    """A raw `tf.function` Adam step on the mean NLL of `flow`, looped over `batches`."""
+    optimizer = keras.optimizers.Adam(1e-3)
+
+    @tf.function(jit_compile=jit)
+    def step(xb):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(flow.log_prob(xb))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    float(step(batches[0]))
+    return _loop(step, batches)
+
+
 def nice_fit(x, d, hidden, batch, jit, rescaling_init="data"):
     """`tfp_nice.NICE` trained by `model.fit` on the numpy array `x`, one epoch per call."""
     keras.utils.set_random_seed(0)
@@ -58,17 +73,7 @@ def nice_raw_step(batches, d, hidden, jit):
     model = tn.NICE((d,), num_couplings=NUM_COUPLINGS, hidden_units=hidden,
                     rescaling_init="zeros")
     flow, variables = model.distribution, model.trainable_weights
-    optimizer = keras.optimizers.Adam(1e-3)
-
-    @tf.function(jit_compile=jit)
-    def step(xb):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(flow.log_prob(xb))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    float(step(batches[0]))
-    return _loop(step, batches)
+    return _max_likelihood_loop(flow, variables, batches, jit)
 
 
 def bare_mlps(batches, d, hidden, jit):
@@ -110,17 +115,7 @@ def tfp_real_nvp(batches, d, hidden, jit):
     flow = tfd.TransformedDistribution(
         tfd.Independent(tfd.Logistic(tf.zeros(d), 1.0), 1), tfb.Invert(tfb.Chain(layers)))
     variables = [w for n in nets for w in n.trainable_weights] + [log_scale]
-    optimizer = keras.optimizers.Adam(1e-3)
-
-    @tf.function(jit_compile=jit)
-    def step(xb):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(flow.log_prob(xb))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    float(step(batches[0]))
-    return _loop(step, batches)
+    return _max_likelihood_loop(flow, variables, batches, jit)
 
 
 def nflows_available():
