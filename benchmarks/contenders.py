@@ -39,7 +39,7 @@ def _loop(step, batches):
     return run
 
 
-def _max_likelihood_loop(flow, variables, batches, jit):
+def max_likelihood_loop(flow, variables, batches, jit):
     """A raw `tf.function` Adam step on the mean NLL of `flow`, looped over `batches`."""
     optimizer = keras.optimizers.Adam(1e-3)
 
@@ -73,7 +73,7 @@ def nice_raw_step(batches, d, hidden, jit):
     model = tn.NICE((d,), num_couplings=NUM_COUPLINGS, hidden_units=hidden,
                     rescaling_init="zeros")
     flow, variables = model.distribution, model.trainable_weights
-    return _max_likelihood_loop(flow, variables, batches, jit)
+    return max_likelihood_loop(flow, variables, batches, jit)
 
 
 def bare_mlps(batches, d, hidden, jit):
@@ -115,7 +115,7 @@ def tfp_real_nvp(batches, d, hidden, jit):
     flow = tfd.TransformedDistribution(
         tfd.Independent(tfd.Logistic(tf.zeros(d), 1.0), 1), tfb.Invert(tfb.Chain(layers)))
     variables = [w for n in nets for w in n.trainable_weights] + [log_scale]
-    return _max_likelihood_loop(flow, variables, batches, jit)
+    return max_likelihood_loop(flow, variables, batches, jit)
 
 
 def nflows_available():
@@ -192,7 +192,7 @@ def nflows_flow(x_batches, d, hidden):
         loss = -flow.log_prob(xb).mean()
         loss.backward()
         optimizer.step()
-        return loss
+        return loss.detach()
 
     float(step(batches[0]))
     return _loop(step, batches)

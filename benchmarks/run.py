@@ -147,6 +147,7 @@ def task_small(rounds, spe_values, epochs=4):
     import keras
     import tensorflow as tf
 
+    import contenders as c
     import tfp_nice as tn
 
     batch = 128
@@ -165,21 +166,8 @@ def task_small(rounds, spe_values, epochs=4):
     model = tn.NICE((2,), num_couplings=4, hidden_units=(64, 64))
     model.compile(keras.optimizers.Adam(1e-3))
     model.fit(x[:1024], epochs=1, batch_size=batch, verbose=0)
-    dist, variables = model.distribution, model.trainable_weights
-    optimizer = keras.optimizers.Adam(1e-3)
-
-    @tf.function
-    def step(xb):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(dist.log_prob(xb))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    def raw():
-        for _ in range(epochs):
-            for b in batches:
-                loss = step(b)
-        float(loss)
+    raw = c.max_likelihood_loop(model.distribution, model.trainable_weights,
+                                batches * epochs, jit=False)
 
     runs["raw tf.function loop"] = raw
     for run in runs.values():

@@ -2,13 +2,15 @@
 
 Part A is always the masked entries in flat (row-major) order and part B the
 rest, whichever way the split is computed, so a network sees its inputs in the
-same order on every path. Three ways, chosen once from the mask:
+same order on every path. The `layout`, chosen once from the mask, is one of:
 
 * ``"runs"``: the flat mask repeats a period of `p` entries that is one run of
-  one side followed by one run of the other (NICE's odd/even interleave, halves,
-  channel halves). Reshaping to `[N, size // p, p]` and slicing the last axis
-  splits it; concatenating on that axis merges. When both runs have the same
-  length, a transpose of `[N, size // p, 2, p // 2]` does the same in one op.
+  one side followed by one run of the other (halves, or any such mask with runs
+  of unequal length). Reshaping to `[N, size // p, p]` and slicing the last
+  axis splits it; concatenating on that axis merges.
+* ``"transpose"``: periodic runs of equal length (NICE's odd/even interleave,
+  channel halves): a transpose of `[N, size // p, 2, p // 2]` and an unstack
+  split it in one op each.
 * ``"gather"``: any other mask (a checkerboard, a custom mask): one `tf.gather`
   per part and one to merge.
 
