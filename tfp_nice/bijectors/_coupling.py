@@ -3,24 +3,29 @@
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_nice.bijectors import _checks
+from tfp_nice.bijectors import _checks, _tracking
 from tfp_nice.bijectors._partition import MaskPartition
 
 
 class MaskedCoupling(tfp.bijectors.Bijector):
     """Base of the coupling layers: splits by `mask`, runs the network on part A."""
 
-    def __init__(self, fn, fn_name, mask, is_constant_jacobian, validate_args, parameters,
-                 name):
+    def __init__(self, fn, fn_name, mask, validate_args, parameters, name):
         if not callable(fn):
             raise TypeError(f"{fn_name} must be a callable or a Keras layer, got "
                             f"{type(fn).__name__}.")
         with tf.name_scope(name) as name:
             self._fn = fn
             self._partition = MaskPartition(mask)
+            # A Keras network is built for the part it will see, so that its
+            # weights exist now and TFP's variable tracking can list them.
+            _tracking.build_layer(fn, (None, self._partition.size_a))
+            self._keras_variables = _tracking.backing_variables(fn)
             super().__init__(
                 forward_min_event_ndims=self._partition.event_ndims,
-                is_constant_jacobian=is_constant_jacobian,
+                # A coupling's Jacobian matrix depends on x (the block dm/dx_A),
+                # even where its log-det is constant: not affine, so False.
+                is_constant_jacobian=False,
                 validate_args=validate_args,
                 parameters=parameters,
                 name=name,

@@ -3,6 +3,7 @@
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_nice.bijectors import _tracking
 from tfp_nice.bijectors.rescaling import Rescaling, _keep_variable
 
 __all__ = ["ActNorm"]
@@ -33,10 +34,11 @@ class ActNorm(Rescaling):
         """
         super().__init__(log_scale, validate_args=validate_args, name=name)
         self._shift = _keep_variable(shift, self._scale_dtype)
+        self._keras_variables = _tracking.backing_variables(log_scale, shift)
         if tuple(tf.TensorShape(self._shift.shape)) != self._scale_shape:
             raise ValueError(f"ActNorm's shift has shape {tuple(self._shift.shape)} but its "
                              f"log_scale has shape {self._scale_shape}.")
-        self._parameters = dict(self._parameters, shift=shift)
+        self._parameters = dict(self._parameters, shift=_tracking.trackable(shift))
 
     @classmethod
     def _parameter_properties(cls, dtype):
@@ -46,7 +48,8 @@ class ActNorm(Rescaling):
 
     @property
     def shift(self):
-        return self._shift
+        """The shift `b`; for a Keras variable, the `tf.Variable` behind it."""
+        return _tracking.trackable(self._shift)
 
     def _forward(self, x):
         return super()._forward(x + tf.convert_to_tensor(self._shift))

@@ -20,7 +20,12 @@ class AdditiveCoupling(MaskedCoupling):
         inverse:  x_A = y_A,   x_B = y_B - m(y_A)     inverse_log_det_jacobian = 0
 
     The Jacobian is unit triangular, so the layer is volume preserving; its
-    log-det is a zero of the batch shape of `x`. The layer works the same in
+    log-det is a zero of the batch shape of `x`. The Jacobian *matrix* still
+    depends on `x` (its block `dm/dx_A`), so the bijector reports
+    `is_constant_jacobian=False`, as TFP means the flag (an affine map): a
+    `tfd.TransformedDistribution` over it raises `NotImplementedError` for
+    `mean()`, `mode()`, `stddev()` and `covariance()`, as it does for
+    `tfb.RealNVP`, instead of returning the pushed-forward base moments. The layer works the same in
     either direction of a flow: NICE uses its `forward` in the data -> latent
     map `f`; inside a `tfd.TransformedDistribution` (latent -> data) it appears
     as `tfb.Invert(AdditiveCoupling(...))` (see `tfp_nice.nice_bijector`).
@@ -49,7 +54,7 @@ class AdditiveCoupling(MaskedCoupling):
             side empty.
         """
         parameters = dict(locals())
-        super().__init__(shift_fn, "shift_fn", mask, True, validate_args, parameters, name)
+        super().__init__(shift_fn, "shift_fn", mask, validate_args, parameters, name)
 
     @property
     def shift_fn(self):

@@ -55,7 +55,7 @@ class AffineCoupling(MaskedCoupling):
         if log_scale_bound is not None and not float(log_scale_bound) > 0:
             raise ValueError(f"log_scale_bound must be > 0, got {log_scale_bound!r}.")
         self._bound = None if log_scale_bound is None else float(log_scale_bound)
-        super().__init__(shift_and_log_scale_fn, "shift_and_log_scale_fn", mask, False,
+        super().__init__(shift_and_log_scale_fn, "shift_and_log_scale_fn", mask,
                          validate_args, parameters, name)
 
     @property

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_nice.bijectors import _checks
+from tfp_nice.bijectors import _checks, _tracking
 from tfp_nice.bijectors.rescaling import _is_variable
 
 tfb = tfp.bijectors
@@ -66,6 +66,8 @@ class LULinear(tfb.Bijector):
         self._strict_lower = tf.constant(np.tril(np.ones((size, size)), -1), dtype)
         self._strict_upper = tf.constant(np.triu(np.ones((size, size)), 1), dtype)
         self._size, self._dtype_ = size, dtype
+        self._keras_variables = _tracking.backing_variables(
+            lower, upper, log_diag, sign, permutation)
         with tf.name_scope(name) as name:
             super().__init__(forward_min_event_ndims=len(self._event_shape),
                              is_constant_jacobian=True, validate_args=validate_args,

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_nice.bijectors import _checks
+from tfp_nice.bijectors import _checks, _tracking
 from tfp_nice.bijectors.rescaling import _is_variable
 
 tfb = tfp.bijectors
@@ -62,6 +62,7 @@ class Permutation(tfb.Bijector):
                                  f"got {perm.tolist()}.")
             self._perm = tf.constant(perm.astype(np.int32))
         self._size = size
+        self._keras_variables = _tracking.backing_variables(permutation)
         with tf.name_scope(name) as name:
             super().__init__(forward_min_event_ndims=len(self._event_shape),
                              is_constant_jacobian=True, validate_args=validate_args,

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_nice.bijectors import _checks
+from tfp_nice.bijectors import _checks, _tracking
 
 tfb = tfp.bijectors
 
@@ -70,10 +70,11 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
           TypeError: if `log_scale` is not floating.
           ValueError: if the rank of `log_scale` is not known statically.
         """
-        parameters = dict(locals())
+        parameters = dict(locals(), log_scale=_tracking.trackable(log_scale))
         with tf.name_scope(name) as name:
             dtype = _checks.floating_dtype(log_scale, "Rescaling's log_scale")
             self._log_scale = _keep_variable(log_scale, dtype)
+            self._keras_variables = _tracking.backing_variables(log_scale)
             self._scale_dtype = dtype
             shape = tf.TensorShape(self._log_scale.shape)
             rank = shape.rank
@@ -108,8 +109,13 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
 
     @property
     def log_scale(self):
-        """The log of the scale (a Tensor or the variable it was given)."""
-        return self._log_scale
+        """The log of the scale: the Tensor or variable it was given.
+
+        For a Keras variable this is the `tf.Variable` behind it (the same
+        storage): TFP's variable tracking (`trainable_variables`) sees
+        `tf.Variable`s only, and finds a composite bijector's through this.
+        """
+        return _tracking.trackable(self._log_scale)
 
     def _clipped_log_scale(self):
         return _checks.clip_log_scale(tf.convert_to_tensor(self._log_scale))

@@ -152,6 +152,6 @@ def load_model(path):
         if not hasattr(model, "event_shape") or not hasattr(model, "log_prob"):
             raise InputError(f"{path} holds a {type(model).__name__}, not a tfp_nice model.")
         info = {"event_shape": tuple(model.event_shape), "num_levels": model.num_levels,
-                "dtype": model.compute_dtype}
+                "dtype": model.flow_dtype}
         return "keras", model, info
     raise InputError(f"{path} is neither a .keras file nor a SavedModel folder.")

@@ -22,7 +22,7 @@ def _metadata(model):
         "tfp_nice_version": __version__,
         "model": type(model).__name__,
         "event_shape": list(model.event_shape),
-        "dtype": tf.as_dtype(model.compute_dtype).name,
+        "dtype": tf.as_dtype(model.flow_dtype).name,
         "prior": model.prior if isinstance(model.prior, str) else type(model.prior).__name__,
         "num_dims": num_dims,
         "num_levels": levels,
@@ -49,7 +49,7 @@ class _Server(tf.Module):
         # them is what lets graph-mode servers (saved_model_cli, TF Serving) find them.
         self.model_variables = [w.value for w in model.weights]
         event_shape = tuple(model.event_shape)
-        dtype = tf.as_dtype(model.compute_dtype)
+        dtype = tf.as_dtype(model.flow_dtype)
         expected = f"[batch, {', '.join(str(d) for d in event_shape)}] {dtype.name}"
 
         def checked(t, name):
@@ -157,7 +157,8 @@ def export_saved_model(model, path, overwrite=False):
     Returns:
       The metadata dict.
     """
-    for attr in ("event_shape", "log_prob", "encode", "decode", "base_distribution"):
+    for attr in ("event_shape", "log_prob", "encode", "decode", "base_distribution",
+                 "flow_dtype"):
         if not hasattr(model, attr):
             raise TypeError(
                 f"export_saved_model needs a tfp_nice model; got {type(model).__name__} "

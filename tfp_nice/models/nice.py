@@ -171,7 +171,11 @@ class NICE(keras.Model):
         Raises:
           ValueError: for any argument out of range (the message says which).
         """
-        super().__init__(**kwargs)
+        # Under a mixed-precision policy only the coupling networks compute in
+        # half precision; the flow takes and returns float32 (see flow_dtype), so
+        # Keras must neither cast its inputs nor its own weights.
+        kwargs.pop("autocast", None)
+        super().__init__(autocast=False, **kwargs)
         event_shape = tuple(event_shape)
         if not event_shape:
             raise ValueError("NICE needs a non-empty event_shape. Received: event_shape=()")
@@ -191,9 +195,9 @@ class NICE(keras.Model):
             raise ValueError(f"rescaling must be True or False. Received: rescaling={rescaling!r}")
         self.rescaling = rescaling
         if isinstance(prior, str):
-            make_prior(prior, self.event_shape, self.compute_dtype)  # checks the name
+            make_prior(prior, self.event_shape, self.flow_dtype)  # checks the name
         else:
-            check_custom_prior(prior, self.event_shape, self.compute_dtype)
+            check_custom_prior(prior, self.event_shape, self.flow_dtype)
         self.prior = prior
         self.activation = activation
         if num_levels is not None:
@@ -237,7 +241,7 @@ class NICE(keras.Model):
         self.log_scale = None
         if rescaling:
             self.log_scale = self.add_weight(
-                shape=self.event_shape, initializer="zeros", name="log_scale"
+                shape=self.event_shape, initializer="zeros", name="log_scale", autocast=False
             )
         self._make_step_weights()
         self.data_initialized = self.add_weight(
@@ -260,7 +264,8 @@ class NICE(keras.Model):
                         else random_permutation(size, seed))
                 self.permutation_weights.append(self.add_weight(
                     shape=(size,), dtype="int32", trainable=False,
-                    initializer=keras.initializers.Constant(perm), name=f"permutation_{k}"))
+                    initializer=keras.initializers.Constant(perm), name=f"permutation_{k}",
+                    autocast=False))
             elif self.permutation == "lu":
                 init = lu_linear_init(size, seed)
                 weights = {
@@ -268,15 +273,15 @@ class NICE(keras.Model):
                         shape=init[key].shape, trainable=key in ("lower", "upper", "log_diag"),
                         dtype="int32" if key == "permutation" else None,
                         initializer=keras.initializers.Constant(init[key]),
-                        name=f"lu_{key}_{k}")
+                        name=f"lu_{key}_{k}", autocast=False)
                     for key in ("lower", "upper", "log_diag", "sign", "permutation")}
                 self.lu_weights.append(weights)
             if self.actnorm:
                 self.actnorm_weights.append((
                     self.add_weight(shape=self.event_shape, initializer="zeros",
-                                    name=f"actnorm_log_scale_{k}"),
+                                    name=f"actnorm_log_scale_{k}", autocast=False),
                     self.add_weight(shape=self.event_shape, initializer="zeros",
-                                    name=f"actnorm_shift_{k}")))
+                                    name=f"actnorm_shift_{k}", autocast=False)))
 
     def _before_coupling(self, k):
         """The bijectors `f` applies before coupling `k`, in the order it applies them."""
@@ -376,12 +381,16 @@ class NICE(keras.Model):
         array = np.asarray(x)
         if array.ndim == 0 or len(array) == 0:
             raise ValueError(f"fit got no training examples (data of shape {array.shape}).")
+        if array.dtype.name in ("float16", "bfloat16"):
+            raise TypeError(
+                f"fit does not take {array.dtype.name} data: half precision loses the "
+                f"dequantization noise; pass {tf.as_dtype(self.flow_dtype).name}. The flow "
+                f"takes {tf.as_dtype(self.flow_dtype).name} under every dtype policy (this "
+                f"model's is {self.dtype_policy.name!r}); a mixed-precision policy makes only "
+                "the coupling networks compute in half precision.")
         if not np.issubdtype(array.dtype, np.floating):
             raise TypeError(f"fit needs floating data, got dtype {array.dtype}; dequantize "
                             "integer data first (tfp_nice.data.dequantize).")
-        if array.dtype == np.float16:
-            raise TypeError("fit does not take float16 data: half precision loses the "
-                            "dequantization noise; cast it to float32.")
         if tuple(array.shape[1:]) != self.event_shape:
             raise ValueError(f"fit needs examples of shape {self.event_shape}, got data of "
                              f"shape {array.shape}.")
@@ -431,10 +440,22 @@ class NICE(keras.Model):
                 and self.distribute_strategy.num_replicas_in_sync == 1)
 
     @property
+    def flow_dtype(self):
+        """The dtype of the flow's data, latents, weights and log-densities.
+
+        The policy's variable dtype: `float32` under `"float32"`,
+        `"mixed_float16"` and `"mixed_bfloat16"`, `float64` under `"float64"`.
+        Under a mixed policy only the coupling networks compute in half
+        precision (and hand back their outputs in this dtype); the couplings'
+        add, the scales, the log-dets, the prior and the loss stay in it.
+        """
+        return self.variable_dtype
+
+    @property
     def base_distribution(self):
         """The prior over the latent space."""
         if isinstance(self.prior, str):
-            return make_prior(self.prior, self.event_shape, self.compute_dtype)
+            return make_prior(self.prior, self.event_shape, self.flow_dtype)
         return self.prior
 
     @property
@@ -452,10 +473,13 @@ class NICE(keras.Model):
         if x.dtype in (tf.float16, tf.bfloat16):
             raise TypeError(
                 f"NICE does not take {x.dtype.name} {what}: half precision loses the "
-                "dequantization noise; cast it to float32."
+                f"dequantization noise; pass {tf.as_dtype(self.flow_dtype).name}. The flow "
+                f"takes {tf.as_dtype(self.flow_dtype).name} under every dtype policy (this "
+                f"model's is {self.dtype_policy.name!r}); a mixed-precision policy makes "
+                "only the coupling networks compute in half precision."
             )
-        if x.dtype != self.compute_dtype:
-            x = tf.cast(x, self.compute_dtype)
+        if x.dtype != self.flow_dtype:
+            x = tf.cast(x, self.flow_dtype)
         return x
 
     def log_prob(self, x):

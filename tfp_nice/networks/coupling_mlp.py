@@ -18,6 +18,11 @@ class CouplingMLP(keras.layers.Layer):
     `affine=True` the output is a pair `(shift, log_scale)` for
     `AffineCoupling`, with `log_scale = scale * tanh(raw)`: bounded by a
     learned per-entry `scale` (initialised at 1), as in RealNVP's code.
+
+    Under a Keras mixed-precision policy (`"mixed_bfloat16"`,
+    `"mixed_float16"`) the layer computes in the policy's compute dtype and
+    returns its outputs in the variable dtype (float32), the dtype of the flow
+    it serves; its weights stay float32.
     """
 
     def __init__(
@@ -89,10 +94,14 @@ class CouplingMLP(keras.layers.Layer):
         for layer in self.hidden_layers:
             h = layer(h)
         out = self.output_layer(h)
+        # Under a mixed-precision policy the layers compute in half precision;
+        # the flow around them works in the variable dtype (float32).
+        flow_dtype = self.variable_dtype
         if not self.affine:
-            return out
+            return keras.ops.cast(out, flow_dtype)
         shift, raw = out[..., : self.output_units], out[..., self.output_units:]
-        return shift, self.scale * keras.ops.tanh(raw)
+        log_scale = self.scale * keras.ops.tanh(raw)
+        return keras.ops.cast(shift, flow_dtype), keras.ops.cast(log_scale, flow_dtype)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)[:-1] + (self.output_units,)
