@@ -93,3 +93,32 @@ def lu_linear(event_shape, dtype, seed):
                  for k in ("lower", "upper", "log_diag")]
     bij = tn.LULinear(*variables, init["sign"], init["permutation"], event_shape)
     return bij, variables
+
+
+_NUMPY_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0)}
+
+
+def numpy_mlp(net, a):
+    """A CouplingMLP (additive) evaluated in numpy from its weights."""
+    act = _NUMPY_ACTIVATIONS[net.activation.__name__]
+    h = a
+    for layer in net.hidden_layers:
+        h = act(h @ layer.kernel.numpy() + layer.bias.numpy())
+    return h @ net.output_layer.kernel.numpy() + net.output_layer.bias.numpy()
+
+
+def numpy_nice_log_prob(x, masks, nets, log_scale, prior="logistic"):
+    """NICE's eq. (3) in numpy: the couplings in the order given, then the rescaling,
+    then a standard logistic (or normal) p_H."""
+    n = x.shape[0]
+    h = np.asarray(x, np.float64).reshape(n, -1).copy()
+    for mask, net in zip(masks, nets):
+        m = np.asarray(mask).reshape(-1)
+        h[:, ~m] = h[:, ~m] + numpy_mlp(net, h[:, m])
+    s = np.broadcast_to(log_scale, x.shape[1:]).reshape(-1)
+    h = h * np.exp(s)  # the rescaling is the last layer of f
+    if prior == "logistic":
+        log_p_h = -np.abs(h) - 2.0 * np.log1p(np.exp(-np.abs(h)))
+    else:
+        log_p_h = -0.5 * h ** 2 - 0.5 * np.log(2 * np.pi)
+    return log_p_h.sum(axis=1) + s.sum()

@@ -9,7 +9,7 @@ import tensorflow_probability as tfp
 import tfp_nice as tn
 from tfp_nice.bijectors._partition import MaskPartition
 from conftest import record_error
-from helpers import coupling, nice_chain, random_log_scale, random_mlp
+from helpers import coupling, nice_chain, numpy_nice_log_prob, random_log_scale, random_mlp
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -81,26 +81,6 @@ def test_nice_chain_agrees_with_chain_of_tfp_bijectors():
 # --- the NICE formula by hand -------------------------------------------------------------
 
 
-def _numpy_mlp(net, a):
-    h = a
-    for layer in net.hidden_layers:
-        h = np.tanh(h @ layer.kernel.numpy() + layer.bias.numpy())
-    return h @ net.output_layer.kernel.numpy() + net.output_layer.bias.numpy()
-
-
-def _numpy_nice_log_prob(x, masks, nets, log_scale):
-    """NICE's eq. (3) with a standard logistic p_H, the couplings in the order given."""
-    n = x.shape[0]
-    h = x.reshape(n, -1).copy()
-    for mask, net in zip(masks, nets):
-        m = mask.reshape(-1)
-        h[:, ~m] = h[:, ~m] + _numpy_mlp(net, h[:, m])
-    s = np.broadcast_to(log_scale, x.shape[1:]).reshape(-1)
-    h = h * np.exp(s)  # the rescaling is the last layer of f
-    log_p_h = -np.abs(h) - 2.0 * np.log1p(np.exp(-np.abs(h)))
-    return log_p_h.sum(axis=1) + s.sum()
-
-
 @pytest.mark.parametrize(
     "event_shape,partition,log_scale_shape",
     [((6,), "odd_even", (6,)), ((5,), "halves", (5,)), ((4, 4, 2), "checkerboard", (2,))],
@@ -118,7 +98,7 @@ def test_log_prob_equals_nice_formula_by_hand(event_shape, partition, log_scale_
         len(event_shape))
     x = np.random.default_rng(3).normal(size=(10,) + event_shape)
     ours = tfd.TransformedDistribution(base, g).log_prob(tf.constant(x, dtype)).numpy()
-    by_hand = _numpy_nice_log_prob(x, masks, nets, log_scale.numpy())
+    by_hand = numpy_nice_log_prob(x, masks, nets, log_scale.numpy())
     assert ours.shape == (10,)
     record_error("log_prob vs NICE by hand", dtype, np.max(np.abs(ours - by_hand)))
     np.testing.assert_allclose(ours, by_hand, rtol=0, atol=1e-10)

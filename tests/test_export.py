@@ -197,6 +197,33 @@ def test_wrong_event_size_is_refused(exported):
         loaded.signatures["log_prob"](x=bad)
 
 
+@pytest.mark.parametrize("shape", [(3, 8, 2, 2), (3, 5, 4, 2), (3, 4, 4, 2, 1), (3, 32)])
+def test_every_dimension_of_the_event_shape_is_checked(tmp_path_factory, shape):
+    """(3, 8, 2, 2) has the size and last dimension of a (4, 4, 2) event."""
+    model = make_model((4, 4, 2), partition="checkerboard")
+    path = tmp_path_factory.mktemp("shapes") / "saved"
+    tn.export_saved_model(model, path)
+    loaded = tf.saved_model.load(str(path))
+    bad = tf.zeros(shape, tf.float32)
+    for name, arg in (("log_prob", "x"), ("encode", "x"), ("decode", "z")):
+        with pytest.raises((tf.errors.InvalidArgumentError, ValueError),
+                           match=re.escape("[batch, 4, 4, 2] float32")):
+            loaded.signatures[name](**{arg: bad})
+
+
+def test_metadata_holds_the_literal_bits_per_dim_constants(tmp_path):
+    model = make_model((6,), num_levels=256)
+    meta = tn.export_saved_model(model, tmp_path / "saved")
+    served = tf.saved_model.load(str(tmp_path / "saved")).signatures["metadata"]()
+    for source in (meta, {k: v.numpy() for k, v in served.items()}):
+        # 6 ln 256 nats and 1 / (6 ln 2), written out.
+        assert float(source["bits_per_dim_offset_nats"]) == pytest.approx(33.271064666877, 1e-12)
+        assert float(source["bits_per_dim_scale"]) == pytest.approx(0.240449173481, 1e-11)
+        assert int(source["num_levels"]) == 256
+    continuous = tn.export_saved_model(make_model((6,)), tmp_path / "continuous")
+    assert continuous["bits_per_dim_offset_nats"] == 0.0 and continuous["num_levels"] is None
+
+
 def test_wrong_dtype_is_refused(exported):
     model, path, _ = exported
     loaded = tf.saved_model.load(str(path))

@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_nice as tn
+from helpers import numpy_mlp, numpy_nice_log_prob
 from tfp_nice.data import bits_per_dim
 
 tfd = tfp.distributions
@@ -62,12 +63,21 @@ def test_distribution_is_a_transformed_distribution_equal_to_log_prob_and_predic
     assert lp.shape == (32,) and np.all(np.isfinite(lp))
 
 
-def test_log_prob_is_prior_of_encoding_plus_sum_of_log_scale():
-    model = randomise(small_model())
-    x = data(16)
-    h = model.encode(x)
-    expected = model.base_distribution.log_prob(h) + tf.reduce_sum(model.log_scale)
-    np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("prior", ["logistic", "normal"])
+def test_log_prob_is_nice_formula_in_numpy_from_the_weights(prior):
+    """The reference knows only the weights, literal masks and NICE's eq. (3)."""
+    model = randomise(small_model(prior=prior, dtype="float64"))
+    x = data(16).astype("float64")
+    first = np.array([True, False] * 3)  # odd_even: entries 0, 2, 4 condition first
+    masks = [first, ~first, first, ~first]
+    expected = numpy_nice_log_prob(x, masks, model.coupling_networks,
+                                   model.log_scale.numpy(), prior=prior)
+    np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-10, atol=1e-10)
+    h = model.encode(x).numpy()  # and log p = log p_H(f(x)) + sum(s), in closed form
+    log_p_h = (-np.abs(h) - 2 * np.log1p(np.exp(-np.abs(h))) if prior == "logistic"
+               else -0.5 * h ** 2 - 0.5 * np.log(2 * np.pi))
+    np.testing.assert_allclose(log_p_h.sum(1) + model.log_scale.numpy().sum(), expected,
+                               rtol=1e-10, atol=1e-10)
 
 
 def test_encode_decode_round_trip():
@@ -147,12 +157,19 @@ def test_logs_report_nll_in_nats_and_bits_per_dim():
     assert set(history.history) == {"loss", "nll", "bits_per_dim"}
 
 
-def test_fit_on_a_tf_data_dataset():
-    model = small_model()
-    model.compile(keras.optimizers.Adam(1e-2))
-    ds = tf.data.Dataset.from_tensor_slices(data(128)).batch(32)
+def test_fit_on_a_tf_data_dataset_trains_like_the_same_batches_as_arrays():
+    x = data(128)
+    reference = randomise(small_model(), seed=4, scale=0.1)
+    model = randomise(small_model(), seed=4, scale=0.1)
+    for m in (reference, model):
+        m.compile(keras.optimizers.Adam(1e-2))
+    ref = reference.fit(x, epochs=2, batch_size=32, shuffle=False, verbose=0)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(32)
     history = model.fit(ds, epochs=2, verbose=0)
-    assert np.all(np.isfinite(history.history["loss"]))
+    np.testing.assert_allclose(history.history["loss"], ref.history["loss"], rtol=1e-5)
+    assert history.history["loss"][1] < history.history["loss"][0]
+    for w, r in zip(model.weights, reference.weights):
+        np.testing.assert_allclose(w.numpy(), r.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def _epochs_of(dataset, num_epochs, num_batches):
@@ -373,9 +390,14 @@ def test_bad_sample_arguments(num_samples, temperature, message):
         small_model().sample(num_samples, temperature=temperature)
 
 
-def test_bits_per_dim_helper_matches_model():
+def test_bits_per_dim_is_the_closed_form():
     model = small_model((4, 4, 2), num_levels=256)
-    assert model.bits_per_dim(100.0) == pytest.approx(bits_per_dim(100.0, 32, 256))
+    # (nll + D ln 256) / (D ln 2), D = 32: 100 nats -> 12.508422 bits/dim
+    expected = (100.0 + 32 * np.log(256)) / (32 * np.log(2))
+    assert expected == pytest.approx(12.508422, abs=1e-6)
+    assert model.bits_per_dim(100.0) == pytest.approx(expected, rel=1e-12)
+    assert bits_per_dim(100.0, 32, 256) == pytest.approx(expected, rel=1e-12)
+    assert bits_per_dim(100.0, 32) == pytest.approx(100.0 / (32 * np.log(2)), rel=1e-12)
 
 
 # --- beyond NICE: affine couplings, permutations, ActNorm, data-dependent start ----------
@@ -448,6 +470,27 @@ def test_actnorm_initialisation_survives_saved_model_export(tmp_path):
 
 
 @pytest.mark.parametrize("prior", ["logistic", "normal"])
+def test_data_init_walks_the_couplings_in_numpy(prior):
+    """With non-identity couplings, each ActNorm's input is what the couplings before it
+    made: computed here in numpy from the weights and literal masks, not by the model."""
+    model = randomise(small_model(actnorm=True, prior=prior, activation="tanh",
+                                  dtype="float64"), scale=0.5)
+    x = data(256).astype("float64") * np.array([0.1, 1, 3, 0.5, 2, 0.3])
+    model.initialize_from_data(x)
+    first = np.array([True, False] * 3)
+    h = x.copy()
+    for k in range(4):
+        s, b = (w.numpy() for w in model.actnorm_weights[k])
+        h = (h + b) * np.exp(s)
+        np.testing.assert_allclose(h.mean(0), 0.0, atol=1e-8, err_msg=f"ActNorm {k}")
+        np.testing.assert_allclose(h.std(0), 1.0, rtol=1e-5, err_msg=f"ActNorm {k}")
+        m = first if k % 2 == 0 else ~first
+        h[:, ~m] = h[:, ~m] + numpy_mlp(model.coupling_networks[k], h[:, m])
+    spread = np.pi / np.sqrt(3) if prior == "logistic" else 1.0
+    np.testing.assert_allclose((h * np.exp(model.log_scale.numpy())).std(0), spread, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prior", ["logistic", "normal"])
 def test_rescaling_init_from_data_matches_the_prior_spread(prior):
     model = small_model(prior=prior)
     assert model.needs_data_init
@@ -455,7 +498,7 @@ def test_rescaling_init_from_data_matches_the_prior_spread(prior):
     model.compile("adam")
     model.fit(x, epochs=1, batch_size=256, verbose=0)  # one step, after the start
     expected = np.pi / np.sqrt(3) if prior == "logistic" else 1.0
-    fresh = small_model(prior=prior)
+    fresh = randomise(small_model(prior=prior), scale=0.3)  # couplings that move the data
     fresh.initialize_from_data(x)
     np.testing.assert_allclose(fresh.encode(x).numpy().std(0), expected, rtol=1e-3)
     assert not model.needs_data_init
@@ -514,11 +557,28 @@ def test_inpaint_keeps_observed_entries_and_raises_log_prob():
     np.testing.assert_array_equal(noisy_a, noisy_b)
 
 
+@pytest.mark.parametrize("name,schedule", [
+    (None, lambda i: 0.1 / (100 + i)),
+    ("default", lambda i: 0.1 / (100 + i)),
+    ("paper", lambda i: 10 / (100 + i)),
+])
+def test_inpaint_step_schedules_by_name(name, schedule):
+    model = randomise(small_model(), scale=0.1)
+    x = np.clip(data(8) * 0.2 + 0.2, 0, 1).astype("float32")
+    observed = np.array([True, False, True, False, True, False])
+    kwargs = dict(num_steps=20, noise=0.0, clip=None)
+    named = model.inpaint(x, observed, **kwargs) if name is None else \
+        model.inpaint(x, observed, step_size=name, **kwargs)
+    np.testing.assert_allclose(named, model.inpaint(x, observed, step_size=schedule, **kwargs),
+                               rtol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs,error,message", [
     (dict(observed_mask=np.ones(5, bool)), ValueError, "does not broadcast"),
     (dict(observed_mask=np.ones(6)), TypeError, "boolean"),
     (dict(observed_mask=np.ones(6, bool), num_steps=0), ValueError, "num_steps"),
     (dict(observed_mask=np.ones(6, bool), step_size=-1.0), ValueError, "step_size"),
+    (dict(observed_mask=np.ones(6, bool), step_size="nice"), ValueError, "'default', 'paper'"),
 ])
 def test_inpaint_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):

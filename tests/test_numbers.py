@@ -114,17 +114,24 @@ def test_inpainting_digits_beats_mean_filling(digits_split):
     observed = observed.reshape(64)
     x = test[:100]
     start = np.where(observed, x, train.mean(0)).astype("float32")
-    out = model.inpaint(start, observed, num_steps=500, step_size=lambda i: 0.1 / (100 + i),
-                        noise=0.0, seed=0).numpy()
+    out = model.inpaint(start, observed, seed=0).numpy()  # every default: steps, step, noise
+    paper = model.inpaint(start, observed, step_size="paper", seed=0).numpy()
     mean_error = float(np.mean((start - x)[:, ~observed] ** 2))
     inpaint_error = float(np.mean((out - x)[:, ~observed] ** 2))
+    paper_error = float(np.mean((paper - x)[:, ~observed] ** 2))
     before = float(np.mean(model.log_prob(start)))
     after = float(np.mean(model.log_prob(out)))
+    after_paper = float(np.mean(model.log_prob(paper)))
     record_number("digits inpainting MSE of missing pixels, mean filling", mean_error)
-    record_number("digits inpainting MSE of missing pixels, NICE inpainting", inpaint_error)
+    record_number("digits inpainting MSE of missing pixels, NICE inpainting (default)",
+                  inpaint_error)
+    record_number("digits inpainting MSE of missing pixels, the paper's step", paper_error)
     record_number("digits inpainting mean log p before (nats)", before)
-    record_number("digits inpainting mean log p after (nats)", after)
+    record_number("digits inpainting mean log p after, default (nats)", after)
+    record_number("digits inpainting mean log p after, the paper's step (nats)", after_paper)
     np.testing.assert_array_equal(out[:, observed], start[:, observed])
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert inpaint_error < 0.8 * mean_error
     assert after > before + 10.0
+    # What the docstring says of the paper's schedule on data in [0, 1].
+    assert paper_error > mean_error and after_paper < before

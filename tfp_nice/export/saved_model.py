@@ -53,10 +53,13 @@ class _Server(tf.Module):
         expected = f"[batch, {', '.join(str(d) for d in event_shape)}] {dtype.name}"
 
         def checked(t, name):
-            ok = tf.logical_and(
-                tf.equal(tf.rank(t), len(event_shape) + 1),
-                tf.reduce_all(tf.equal(tf.shape(t)[1:], event_shape)),
-            )
+            # A signature called with a tensor of another shape, even another rank,
+            # runs (seen), and the graph is traced for the signature's rank, so the
+            # rank cannot be tested on its own: the dimensions after the batch are
+            # padded with a sentinel and compared with the event shape plus it.
+            rank = len(event_shape)
+            dims = tf.concat([tf.shape(t)[1:], tf.fill([rank + 1], -7)], 0)[: rank + 1]
+            ok = tf.reduce_all(tf.equal(dims, list(event_shape) + [-7]))
             message = f"{name} must have shape {expected}; got shape"
             with tf.control_dependencies([tf.debugging.Assert(ok, [message, tf.shape(t)])]):
                 return tf.identity(t)

@@ -30,6 +30,14 @@ tfd = tfp.distributions
 __all__ = ["NICE"]
 
 PERMUTATIONS = (None, "reverse", "random", "lu")
+# Step schedules of `NICE.inpaint` by name: the step size of step i (0-based).
+INPAINT_SCHEDULES = {
+    # Made for data in [0, 1]: on digits it lowers the hidden pixels' error below
+    # mean filling and raises log p (tests/test_numbers.py).
+    "default": lambda i: 0.1 / (100.0 + i),
+    # NICE's own (arXiv 1410.8516, section 5.2); it overshoots on data in [0, 1].
+    "paper": lambda i: 10.0 / (100.0 + i),
+}
 RESCALING_INITS = ("data", "zeros")
 
 
@@ -523,24 +531,34 @@ class NICE(keras.Model):
 
         NICE's inpainting (arXiv 1410.8516, section 5.2): with `H` the missing
         entries, `x_H <- x_H + a_i (d log p(x) / d x_H + noise * e)`,
-        `e ~ N(0, I)`, `a_i = step_size(i)` (default the paper's `10 / (100 + i)`),
-        then clipped to `clip`; observed entries never change. The missing
-        entries start from the values `x` holds there (fill them, e.g. with the
-        data mean or noise).
+        `e ~ N(0, I)`, `a_i = step_size(i)`, then clipped to `clip`; observed
+        entries never change. The missing entries start from the values `x`
+        holds there: fill them first, with the data mean or noise, never with
+        the values to be recovered.
 
-        The paper's schedule was made for its MNIST model. A model with a
-        steeper log-density overshoots with it: on scikit-learn's digits
-        (64-64 NICE, 60 epochs, bottom half missing) it lowered the mean
-        log-likelihood from 52 to -393 nats, while `lambda i: 0.1 / (100 + i)`
-        raised it to 85 and cut the squared error of the missing pixels from
-        0.069 (mean filling) to 0.045. Watch `log_prob` and scale the step.
+        The default step, `"default"`, is `0.1 / (100 + i)`, made for data in
+        `[0, 1]`: on scikit-learn's digits (64-64 NICE, 60 epochs, bottom half
+        missing, mean filling to start) it cut the missing pixels' squared
+        error from 0.069 to 0.044 and raised the mean log-likelihood from 52 to
+        85 nats. The paper's `10 / (100 + i)` (`step_size="paper"`), made for
+        its MNIST model, overshoots on data in `[0, 1]`: there it raised the
+        error to 0.26 and lowered the log-likelihood to -438 nats. Watch
+        `log_prob` of the result and scale the step to your model.
+
+        Examples:
+
+        >>> x = test[:4]                                     # data in [0, 1]
+        >>> observed = np.arange(64) < 32                    # the top half is seen
+        >>> start = np.where(observed, x, train.mean(0))     # mean filling
+        >>> filled = model.inpaint(start, observed, num_steps=500)
 
         Args:
-          x: data, `batch + event_shape`.
+          x: data, `batch + event_shape`, the missing entries already filled.
           observed_mask: boolean, broadcastable to `x`; `True` = observed.
           num_steps: int >= 1.
-          step_size: `None` for `10 / (100 + i)`, a float, or a callable of the
-            step index `i` (0-based).
+          step_size: `None` or `"default"` for `0.1 / (100 + i)`, `"paper"` for
+            `10 / (100 + i)`, a float, or a callable of the step index `i`
+            (0-based).
           noise: scale of the Gaussian term (0 for plain gradient ascent).
           clip: `(low, high)` data range, or `None`.
           seed: int seed of the noise.
@@ -561,7 +579,12 @@ class NICE(keras.Model):
                 or num_steps < 1:
             raise ValueError(f"num_steps must be an int >= 1. Received: {num_steps!r}")
         if step_size is None:
-            step_size = lambda i: 10.0 / (100.0 + i)  # noqa: E731 - the paper's schedule
+            step_size = "default"
+        if isinstance(step_size, str):
+            if step_size not in INPAINT_SCHEDULES:
+                raise ValueError(f"step_size must be one of {tuple(INPAINT_SCHEDULES)}, a float "
+                                 f"or a callable. Received: step_size={step_size!r}")
+            step_size = INPAINT_SCHEDULES[step_size]
         elif not callable(step_size):
             constant = float(step_size)
             if not constant > 0:
