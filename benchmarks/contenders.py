@@ -54,11 +54,15 @@ def max_likelihood_loop(flow, variables, batches, jit):
     return _loop(step, batches)
 
 
-def nice_fit(x, d, hidden, batch, jit, rescaling_init="data"):
-    """`tfp_nice.NICE` trained by `model.fit` on the numpy array `x`, one epoch per call."""
+def nice_fit(x, d, hidden, batch, jit, rescaling_init="data", policy=None):
+    """`tfp_nice.NICE` trained by `model.fit` on the numpy array `x`, one epoch per call.
+
+    `policy` (e.g. "mixed_bfloat16") is the Keras dtype policy the model is built
+    under: its coupling networks compute in that policy's compute dtype.
+    """
     keras.utils.set_random_seed(0)
     model = tn.NICE((d,), num_couplings=NUM_COUPLINGS, hidden_units=hidden,
-                    rescaling_init=rescaling_init)
+                    rescaling_init=rescaling_init, dtype=policy)
     model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit)
     model.fit(x[:batch * 2], epochs=1, batch_size=batch, verbose=0)  # warm-up (and data init)
 
@@ -109,8 +113,7 @@ def tfp_real_nvp(batches, d, hidden, jit):
     for k, net in enumerate(reversed(nets)):
         layers.append(tfb.RealNVP(
             num_masked=d // 2,
-            shift_and_log_scale_fn=lambda x0, n, net=net: (net(x0), None),
-            is_constant_jacobian=True))
+            shift_and_log_scale_fn=lambda x0, n, net=net: (net(x0), None)))
         layers.append(tfb.Permute(perm) if k % 2 == 0 else tfb.Invert(tfb.Permute(perm)))
     flow = tfd.TransformedDistribution(
         tfd.Independent(tfd.Logistic(tf.zeros(d), 1.0), 1), tfb.Invert(tfb.Chain(layers)))

@@ -76,6 +76,8 @@ def task_train(d, hidden, batch, steps, rounds, jit, nflows=True, matmul=True):
     x = _data(d, batch * steps)
     batches = [tf.constant(x[i * batch:(i + 1) * batch]) for i in range(steps)]
     runs = {"NICE.fit": c.nice_fit(x, d, hidden, batch, jit),
+            "NICE.fit, mixed_bfloat16": c.nice_fit(x, d, hidden, batch, jit,
+                                                   policy="mixed_bfloat16"),
             "NICE flow, raw step": c.nice_raw_step(batches, d, hidden, jit),
             "bare MLPs": c.bare_mlps(batches, d, hidden, jit),
             "RealNVP chain": c.tfp_real_nvp(batches, d, hidden, jit)}

@@ -282,3 +282,28 @@ def test_mixed_precision_still_refuses_half_precision_data(policy, dtype):
         model.fit(x.numpy(), epochs=1, batch_size=32, verbose=0)
     with pytest.raises(TypeError, match=f"does not take {dtype} x"):
         model(x)
+
+
+def test_distribution_variables_under_a_mirrored_strategy(mirrored_strategy):
+    with mirrored_strategy.scope():
+        model = tn.NICE((6,), hidden_units=(8,))
+    variables = model.distribution.trainable_variables
+    assert len(variables) == len(model.trainable_variables) == 4 * 4 + 1
+    assert _ids(variables) == _ids(_backing(model.trainable_variables))
+    assert all(isinstance(v, tf.distribute.DistributedValues) for v in variables)
+
+
+def test_tfp_math_minimize_trains_the_model_through_its_distribution():
+    x = tf.constant(np.random.default_rng(0).normal(size=(256, 6)).astype("float32") * 0.5 + 1)
+    model = tn.NICE((6,), hidden_units=(16,))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+
+    def loss():
+        return -tf.reduce_mean(model.distribution.log_prob(x))
+
+    trace = tfp.math.minimize(loss, num_steps=100, optimizer=keras.optimizers.Adam(1e-2),
+                              trainable_variables=model.distribution.trainable_variables)
+    assert float(trace[-1]) < float(trace[0]) - 2.0
+    assert float(loss()) < float(trace[0]) - 2.0
+    for w, b in zip(model.trainable_weights, before):
+        assert not np.array_equal(w.numpy(), b), f"{w.path} did not change"

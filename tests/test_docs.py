@@ -5,6 +5,7 @@ import io
 import pathlib
 import re
 
+import numpy as np
 import tensorflow as tf
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -34,4 +35,10 @@ def test_readme_snippets_run(tmp_path, monkeypatch, mirrored_strategy):
     assert (tmp_path / "nice.keras").is_file()
     assert namespace["served_log_p"].shape == (2,)
     assert namespace["filled"].shape == (4, 64)
+    observed = namespace["observed"]
+    np.testing.assert_array_equal(namespace["filled"].numpy()[:, observed],
+                                  namespace["digits"][1400:1404][:, observed])
+    # The GradientTape loop saw every trainable weight of the model.
+    assert len(namespace["grads"]) == len(namespace["model"].trainable_variables)
+    assert all(g is not None for g in namespace["grads"])
     assert (tmp_path / "nice_saved" / "saved_model.pb").is_file()

@@ -114,6 +114,17 @@ class NICE(keras.Model):
 
         log p(x) = log p_prior(f(x)) + sum(log_scale).
 
+    `distribution` keeps TFP's contracts: its `trainable_variables` are the
+    model's trainable weights (the `tf.Variable` behind each Keras variable),
+    so TFP's custom-loop idiom trains the model; its `mean()`, `mode()`,
+    `stddev()` and `covariance()` raise `NotImplementedError` (the couplings are
+    not affine), as for `tfb.RealNVP`: estimate them from `sample`.
+
+    Mixed precision: under a Keras policy such as `"mixed_bfloat16"` (global,
+    or `dtype=`), the coupling networks compute in the policy's compute dtype;
+    the flow's data, weights, log-densities and loss stay in `flow_dtype`
+    (float32), and half-precision data is refused.
+
     Training: `compile(optimizer=...)` then `fit(x)` minimises the mean
     negative log-likelihood; no loss is given. `call(x)` and `predict(x)`
     return `log_prob(x)`. The logs report `loss` (the objective: mean NLL in
