@@ -102,16 +102,15 @@ def _glow_like(event_shape):
         nets = [random_mlp(int(m.sum()), int((~m).sum()), dtype, 20 + k, affine=True)
                 for k, m in enumerate(masks)]
         variables = [w for net in nets for w in net.trainable_weights]
-        before = []
+        f_layers = []
         for k in range(3):
             lu, lu_vars = lu_linear(event_shape, dtype, seed=30 + k)
             s, b = random_variable(event_shape, dtype, 40 + k), random_variable(
                 event_shape, dtype, 50 + k)
-            before.append(tfp.bijectors.Chain([lu, tn.ActNorm(s, b)]))
+            f_layers += [tn.ActNorm(s, b), lu, tn.AffineCoupling(nets[k], masks[k])]
             variables += lu_vars + [s, b]
         log_scale = random_log_scale(event_shape, dtype, 60)
-        g = tn.nice_bijector(event_shape, nets, coupling="affine", before_couplings=before,
-                             log_scale=log_scale)
+        g = tn.generator(f_layers + [tn.Rescaling(log_scale)])
         return g, event_shape, variables + [log_scale]
     return build
 

@@ -430,11 +430,11 @@ def test_variants_train_save_and_reload(tmp_path, kwargs):
 
 def test_random_permutation_is_seeded_and_saved():
     a, b, c = (small_model(permutation="random", seed=s) for s in (1, 1, 2))
-    pa, pb, pc = (m.permutation_weights[0].numpy() for m in (a, b, c))
+    pa, pb, pc = (m.steps[0].permutation.numpy() for m in (a, b, c))
     np.testing.assert_array_equal(pa, pb)
     assert not np.array_equal(pa, pc)
     assert sorted(pa.tolist()) == list(range(6))
-    assert a.permutation_weights[0].name in [w.name for w in a.non_trainable_weights]
+    assert a.steps[0].permutation.path in [w.path for w in a.non_trainable_weights]
 
 
 def test_actnorm_initialisation_gives_zero_mean_unit_variance(tmp_path):
@@ -442,7 +442,7 @@ def test_actnorm_initialisation_gives_zero_mean_unit_variance(tmp_path):
     x = data(64)
     x[:, 0] = 5.0 + 3.0 * x[:, 0]
     model.initialize_from_data(x)
-    first = model._before_coupling(0)[0]
+    first = model.steps[0].bijector()  # actnorm_0
     h = first.forward(x).numpy()
     np.testing.assert_allclose(h.mean(0), 0.0, atol=1e-5)
     np.testing.assert_allclose(h.var(0), 1.0, rtol=1e-3)
@@ -450,13 +450,13 @@ def test_actnorm_initialisation_gives_zero_mean_unit_variance(tmp_path):
     # The initialised values survive .keras, and fit does not reset them.
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_array_equal(loaded.actnorm_weights[0][1].numpy(),
-                                  model.actnorm_weights[0][1].numpy())
+    np.testing.assert_array_equal(loaded.steps[0].shift.numpy(),
+                                  model.steps[0].shift.numpy())
     assert not loaded.needs_data_init
     loaded.compile(keras.optimizers.SGD(0.0))
     loaded.fit(data(32, seed=5) * 10, epochs=1, verbose=0)
-    np.testing.assert_array_equal(loaded.actnorm_weights[0][1].numpy(),
-                                  model.actnorm_weights[0][1].numpy())
+    np.testing.assert_array_equal(loaded.steps[0].shift.numpy(),
+                                  model.steps[0].shift.numpy())
 
 
 def test_actnorm_initialisation_survives_saved_model_export(tmp_path):
@@ -480,7 +480,8 @@ def test_data_init_walks_the_couplings_in_numpy(prior):
     first = np.array([True, False] * 3)
     h = x.copy()
     for k in range(4):
-        s, b = (w.numpy() for w in model.actnorm_weights[k])
+        actnorm = model.steps[2 * k]  # actnorm_k, coupling_k, ..., rescaling
+        s, b = actnorm.log_scale.numpy(), actnorm.shift.numpy()
         h = (h + b) * np.exp(s)
         np.testing.assert_allclose(h.mean(0), 0.0, atol=1e-8, err_msg=f"ActNorm {k}")
         np.testing.assert_allclose(h.std(0), 1.0, rtol=1e-5, err_msg=f"ActNorm {k}")

@@ -5,7 +5,7 @@ from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
 from tfp_nice.bijectors.affine_coupling import AffineCoupling
 from tfp_nice.bijectors.lu_linear import LULinear, lu_linear_init
 from tfp_nice.bijectors.masks import PARTITIONS, check_mask, partition_mask
-from tfp_nice.bijectors.nice import COUPLINGS, coupling_masks, nice_bijector
+from tfp_nice.bijectors.nice import COUPLINGS, coupling_masks, generator, nice_bijector
 from tfp_nice.bijectors.permutation import Permutation, random_permutation, reverse_permutation
 from tfp_nice.bijectors.rescaling import Rescaling
 
@@ -20,6 +20,7 @@ __all__ = [
     "Rescaling",
     "check_mask",
     "coupling_masks",
+    "generator",
     "lu_linear_init",
     "nice_bijector",
     "partition_mask",

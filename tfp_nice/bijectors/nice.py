@@ -10,7 +10,7 @@ from tfp_nice.bijectors.rescaling import Rescaling
 
 tfb = tfp.bijectors
 
-__all__ = ["COUPLINGS", "nice_bijector", "coupling_masks"]
+__all__ = ["COUPLINGS", "coupling_masks", "generator", "nice_bijector"]
 
 COUPLINGS = {"additive": AdditiveCoupling, "affine": AffineCoupling}
 
@@ -46,13 +46,26 @@ def _check_log_scale_shape(log_scale, event_shape):
         )
 
 
+def generator(f_layers, validate_args=False, name="nice"):
+    """NICE's generator `g = f^{-1}` (latent -> data) from the layers of `f`.
+
+    `f_layers` are bijectors in the order `f` (data -> latent) applies them;
+    the result is `tfb.Invert(f)`, the bijector `tfd.TransformedDistribution`
+    expects, and `result.bijector` is `f` itself (a `tfb.Chain`).
+    """
+    f_layers = list(f_layers)
+    if not f_layers:
+        raise ValueError("generator needs at least one layer of f, got none.")
+    f = tfb.Chain(f_layers[::-1], validate_args=validate_args, name=f"{name}_f")
+    return tfb.Invert(f, validate_args=validate_args, name=name)
+
+
 def nice_bijector(
     event_shape,
     shift_fns,
     partition="odd_even",
     log_scale=None,
     coupling="additive",
-    before_couplings=None,
     validate_args=False,
     name="nice",
 ):
@@ -64,11 +77,10 @@ def nice_bijector(
 
     where coupling `k` uses the `k`-th shift network and the partition flips
     between consecutive couplings, and the rescaling is the last layer of `f`.
-    With `coupling="affine"` the couplings are `AffineCoupling`s (RealNVP);
-    `before_couplings[k]`, when given, is a bijector applied in `f` just before
-    coupling `k` (an `ActNorm`, a `Permutation`, an `LULinear`, or a chain).
-    This function returns `g = f^{-1}` as `tfb.Invert(f)`, the bijector a
-    `tfd.TransformedDistribution(base, g)` expects, so that
+    With `coupling="affine"` the couplings are `AffineCoupling`s (RealNVP).
+    This function returns `g = f^{-1}` as `tfb.Invert(f)` (see `generator`,
+    which chains any list of layers of `f`, e.g. with ActNorms or
+    permutations between the couplings), so that
 
         log p(x) = log p_base(f(x)) + sum(log_scale)   (counted per entry).
 
@@ -86,15 +98,13 @@ def nice_bijector(
         dimensions (e.g. `(c,)`, one per channel).
       coupling: `"additive"` (NICE; the networks return shifts) or
         `"affine"` (RealNVP; the networks return `(shift, log_scale)`).
-      before_couplings: `None`, or a sequence of one bijector (or `None`) per
-        coupling.
       validate_args: passed to every bijector.
       name: name of the returned bijector.
 
     Raises:
       ValueError: for an empty `shift_fns`, a bad partition or mask, an
-        unknown `coupling`, `before_couplings` of the wrong length, or a
-        `log_scale` whose shape does not fit `event_shape`.
+        unknown `coupling`, or a `log_scale` whose shape does not fit
+        `event_shape`.
     """
     event_shape = tuple(int(d) for d in event_shape)
     shift_fns = list(shift_fns)
@@ -102,12 +112,8 @@ def nice_bijector(
         raise ValueError("nice_bijector needs at least one shift network, got none.")
     if coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {tuple(COUPLINGS)}, got {coupling!r}.")
-    before = [None] * len(shift_fns) if before_couplings is None else list(before_couplings)
-    if len(before) != len(shift_fns):
-        raise ValueError(f"before_couplings has {len(before)} entries for {len(shift_fns)} "
-                         "couplings.")
     masks = coupling_masks(event_shape, len(shift_fns), partition)
-    couplings = []
+    layers = []
     for k, (fn, mask) in enumerate(zip(shift_fns, masks)):
         expected = getattr(fn, "output_units", None)
         if expected is not None and expected != int((~mask).sum()):
@@ -115,14 +121,10 @@ def nice_bijector(
                 f"Shift network {k} returns {expected} values but coupling {k} "
                 f"transforms {int((~mask).sum())} entries."
             )
-        if before[k] is not None:
-            couplings.append(before[k])
-        couplings.append(
+        layers.append(
             COUPLINGS[coupling](fn, mask, validate_args=validate_args, name=f"coupling_{k}")
         )
-    layers = list(reversed(couplings))
     if log_scale is not None:
         _check_log_scale_shape(log_scale, event_shape)
-        layers.insert(0, Rescaling(log_scale, validate_args=validate_args))
-    f = tfb.Chain(layers, validate_args=validate_args, name=f"{name}_f")
-    return tfb.Invert(f, validate_args=validate_args, name=name)
+        layers.append(Rescaling(log_scale, validate_args=validate_args))
+    return generator(layers, validate_args=validate_args, name=name)

@@ -8,28 +8,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_nice.bijectors import (
-    COUPLINGS,
-    PARTITIONS,
-    ActNorm,
-    LULinear,
-    Permutation,
-    check_mask,
-    coupling_masks,
-    lu_linear_init,
-    nice_bijector,
-    random_permutation,
-    reverse_permutation,
-)
+from tfp_nice.bijectors import COUPLINGS, PARTITIONS, check_mask, generator
 from tfp_nice.data.quantization import bits_per_dim
 from tfp_nice.models.priors import PRIORS, check_custom_prior, make_prior
-from tfp_nice.networks import CouplingMLP
+from tfp_nice.steps import PERMUTATIONS, CouplingStep, RescalingStep, build_steps
 
 tfd = tfp.distributions
 
 __all__ = ["NICE"]
 
-PERMUTATIONS = (None, "reverse", "random", "lu")
 # Step schedules of `NICE.inpaint` by name: the step size of step i (0-based).
 INPAINT_SCHEDULES = {
     # Made for data in [0, 1]: on digits it lowers the hidden pixels' error below
@@ -244,25 +231,16 @@ class NICE(keras.Model):
             raise ValueError(f"seed must be an int. Received: seed={seed!r}")
         self.seed = int(seed)
 
-        masks = coupling_masks(self.event_shape, self.num_couplings, self.partition)
-        self.coupling_networks = []
-        for k, mask in enumerate(masks):
-            net = CouplingMLP(
-                self.hidden_units,
-                int((~mask).sum()),
-                activation=activation,
-                affine=coupling == "affine",
-                dtype=self.dtype_policy,
-                name=f"coupling_{k}",
-            )
-            net.build((None, int(mask.sum())))
-            self.coupling_networks.append(net)
-        self.log_scale = None
+        target_std = None
         if rescaling:
-            self.log_scale = self.add_weight(
-                shape=self.event_shape, initializer="zeros", name="log_scale", autocast=False
-            )
-        self._make_step_weights()
+            target_std = np.asarray(keras.ops.convert_to_numpy(
+                self.base_distribution.stddev()), np.float64)
+        # The order of f lives in build_steps alone.
+        self.steps = build_steps(
+            self.event_shape, self.num_couplings, self.hidden_units, partition=self.partition,
+            coupling=coupling, permutation=permutation, actnorm=actnorm, rescaling=rescaling,
+            rescaling_init=rescaling_init, target_std=target_std, activation=activation,
+            seed=self.seed, dtype=self.dtype_policy)
         self.data_initialized = self.add_weight(
             shape=(), initializer="zeros", dtype="int32", trainable=False,
             name="data_initialized")
@@ -272,69 +250,24 @@ class NICE(keras.Model):
 
     # --- the flow -------------------------------------------------------------------------
 
-    def _make_step_weights(self):
-        """The weights of what stands before each coupling: permutations, ActNorms."""
-        size = self.num_dims
-        self.permutation_weights, self.lu_weights, self.actnorm_weights = [], [], []
-        for k in range(self.num_couplings):
-            seed = self.seed + 1000 * k
-            if self.permutation in ("reverse", "random"):
-                perm = (reverse_permutation(size) if self.permutation == "reverse"
-                        else random_permutation(size, seed))
-                self.permutation_weights.append(self.add_weight(
-                    shape=(size,), dtype="int32", trainable=False,
-                    initializer=keras.initializers.Constant(perm), name=f"permutation_{k}",
-                    autocast=False))
-            elif self.permutation == "lu":
-                init = lu_linear_init(size, seed)
-                weights = {
-                    key: self.add_weight(
-                        shape=init[key].shape, trainable=key in ("lower", "upper", "log_diag"),
-                        dtype="int32" if key == "permutation" else None,
-                        initializer=keras.initializers.Constant(init[key]),
-                        name=f"lu_{key}_{k}", autocast=False)
-                    for key in ("lower", "upper", "log_diag", "sign", "permutation")}
-                self.lu_weights.append(weights)
-            if self.actnorm:
-                self.actnorm_weights.append((
-                    self.add_weight(shape=self.event_shape, initializer="zeros",
-                                    name=f"actnorm_log_scale_{k}", autocast=False),
-                    self.add_weight(shape=self.event_shape, initializer="zeros",
-                                    name=f"actnorm_shift_{k}", autocast=False)))
+    def _steps_of(self, kind):
+        return [step for step in self.steps if isinstance(step, kind)]
 
-    def _before_coupling(self, k):
-        """The bijectors `f` applies before coupling `k`, in the order it applies them."""
-        layers = []
-        if self.actnorm:
-            layers.append(ActNorm(*self.actnorm_weights[k], name=f"actnorm_{k}"))
-        if self.permutation in ("reverse", "random"):
-            layers.append(Permutation(self.permutation_weights[k], self.event_shape,
-                                      name=f"permutation_{k}"))
-        elif self.permutation == "lu":
-            w = self.lu_weights[k]
-            layers.append(LULinear(
-                w["lower"], w["upper"], w["log_diag"], w["sign"], w["permutation"],
-                self.event_shape,
-                name=f"lu_linear_{k}"))
-        return layers
+    @property
+    def coupling_networks(self):
+        """The coupling networks `m`, one per coupling, in `f`'s order."""
+        return [step.network for step in self._steps_of(CouplingStep)]
+
+    @property
+    def log_scale(self):
+        """The rescaling's log-scales (a Keras variable), or `None` without rescaling."""
+        rescaling = self._steps_of(RescalingStep)
+        return rescaling[0].log_scale if rescaling else None
 
     @property
     def bijector(self):
         """NICE's generator `g` (latent -> data) over the current weights."""
-        before = []
-        for k in range(self.num_couplings):
-            layers = self._before_coupling(k)
-            before.append(tfp.bijectors.Chain(layers[::-1]) if len(layers) > 1
-                          else (layers[0] if layers else None))
-        return nice_bijector(
-            self.event_shape,
-            self.coupling_networks,
-            partition=self.partition,
-            log_scale=self.log_scale,
-            coupling=self.coupling,
-            before_couplings=before,
-            name="nice",
-        )
+        return generator([step.bijector() for step in self.steps], name="nice")
 
     # --- data-dependent initialisation --------------------------------------------------
 
@@ -347,9 +280,10 @@ class NICE(keras.Model):
     def initialize_from_data(self, x):
         """Sets the data-dependent parameters from a batch `x`, in `f`'s order.
 
-        Each ActNorm gets `shift = -mean(h)`, `log_scale = -log(std(h))` of its
-        input `h`, so its output has zero mean and unit variance; with
-        `rescaling_init="data"` the rescaling gets `log(prior_std / std(h))`.
+        A loop of `adapt` over the steps: each ActNorm gets `shift = -mean(h)`,
+        `log_scale = -log(std(h))` of its input `h`, so its output has zero mean
+        and unit variance; with `rescaling_init="data"` the rescaling gets
+        `log(prior_std / std(h))`; the other steps map `h` on.
         `fit` calls this once, on its first batch, while `data_initialized`
         is 0; it is saved with the model, so a reloaded model is not reset.
         """
@@ -357,24 +291,8 @@ class NICE(keras.Model):
         if h.shape.rank != len(self.event_shape) + 1 or len(h) < 2:
             raise ValueError("initialize_from_data needs a batch of at least 2 examples of "
                              f"shape {self.event_shape}; got shape {tuple(h.shape)}.")
-        eps = tf.constant(1e-8, h.dtype)  # guards constant entries (std 0)
-
-        def spread(t):
-            return tf.sqrt(tf.math.reduce_variance(t, axis=0) + eps)
-
-        masks = coupling_masks(self.event_shape, self.num_couplings, self.partition)
-        for k in range(self.num_couplings):
-            for layer in self._before_coupling(k):
-                if isinstance(layer, ActNorm):
-                    log_scale, shift = self.actnorm_weights[k]
-                    shift.assign(-tf.reduce_mean(h, axis=0))
-                    log_scale.assign(-tf.math.log(spread(h)))
-                    layer = ActNorm(log_scale, shift)
-                h = layer.forward(h)
-            h = COUPLINGS[self.coupling](self.coupling_networks[k], masks[k]).forward(h)
-        if self.rescaling and self.rescaling_init == "data":
-            prior_std = tf.cast(self.base_distribution.stddev(), h.dtype)
-            self.log_scale.assign(tf.math.log(prior_std / spread(h)))
+        for step in self.steps:
+            h = step.adapt(h)
         self.data_initialized.assign(1)
 
     @staticmethod

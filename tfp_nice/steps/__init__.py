@@ -1,0 +1,14 @@
+"""Flow steps: Keras layers that own a step's weights and return its bijector."""
+
+from tfp_nice.steps.flow import PERMUTATIONS, build_steps
+from tfp_nice.steps.steps import (
+    ActNormStep,
+    CouplingStep,
+    FlowStep,
+    LULinearStep,
+    PermutationStep,
+    RescalingStep,
+)
+
+__all__ = ["PERMUTATIONS", "ActNormStep", "CouplingStep", "FlowStep", "LULinearStep",
+           "PermutationStep", "RescalingStep", "build_steps"]

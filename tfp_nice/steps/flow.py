@@ -1,0 +1,54 @@
+"""The one place that says in which order NICE's `f` applies its steps."""
+
+from tfp_nice.bijectors import coupling_masks, random_permutation, reverse_permutation
+from tfp_nice.steps.steps import (
+    ActNormStep,
+    CouplingStep,
+    LULinearStep,
+    PermutationStep,
+    RescalingStep,
+)
+
+__all__ = ["PERMUTATIONS", "build_steps"]
+
+PERMUTATIONS = (None, "reverse", "random", "lu")
+
+
+def build_steps(event_shape, num_couplings, hidden_units, partition="odd_even",
+                coupling="additive", permutation=None, actnorm=False, rescaling=True,
+                rescaling_init="data", target_std=1.0, activation="relu", seed=0, dtype=None):
+    """The steps of `f` (data -> latent), in the order `f` applies them.
+
+    For each coupling `k`: an `ActNormStep` (if `actnorm`), a permutation
+    (`"reverse"`, `"random"` drawn from `seed + 1000 k`, or a learned `"lu"` map
+    started at a random rotation from the same seed), then the `CouplingStep`,
+    whose mask flips side from one coupling to the next; last, NICE's
+    `RescalingStep` (if `rescaling`), started from data to `target_std` when
+    `rescaling_init="data"`.
+    """
+    if permutation not in PERMUTATIONS:
+        raise ValueError(f"permutation must be one of {PERMUTATIONS}. "
+                         f"Received: permutation={permutation!r}")
+    event_shape = tuple(event_shape)
+    size = 1
+    for d in event_shape:
+        size *= int(d)
+    steps = []
+    for k, mask in enumerate(coupling_masks(event_shape, num_couplings, partition)):
+        step_seed = seed + 1000 * k
+        if actnorm:
+            steps.append(ActNormStep(event_shape, dtype=dtype, name=f"actnorm_{k}"))
+        if permutation in ("reverse", "random"):
+            perm = (reverse_permutation(size) if permutation == "reverse"
+                    else random_permutation(size, step_seed))
+            steps.append(PermutationStep(event_shape, perm, dtype=dtype,
+                                         name=f"permutation_{k}"))
+        elif permutation == "lu":
+            steps.append(LULinearStep(event_shape, seed=step_seed, dtype=dtype,
+                                      name=f"lu_linear_{k}"))
+        steps.append(CouplingStep(event_shape, mask, hidden_units, coupling=coupling,
+                                  activation=activation, dtype=dtype, name=f"coupling_{k}"))
+    if rescaling:
+        steps.append(RescalingStep(event_shape, init=rescaling_init, target_std=target_std,
+                                   dtype=dtype, name="rescaling"))
+    return steps

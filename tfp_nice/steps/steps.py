@@ -1,0 +1,210 @@
+"""Flow steps: Keras layers that own one step's weights and hand out its bijector.
+
+A flow is a list of steps in the order NICE's `f` (data -> latent) applies them.
+Each step owns its weights (Keras variables or sublayers, so `model.fit`, `.keras`
+saving and `summary()` see them), returns its pure bijector over them with
+`bijector()` (whose `forward` is the step's part of `f`), and has `adapt(h)`,
+which sets any data-dependent start from the step's input `h` (Keras's
+`Normalization.adapt` is the naming precedent) and returns `h` mapped through
+the step. Steps that need no start just map.
+
+The flow's own weights are read without Keras's autocast: under a
+mixed-precision policy only the coupling networks compute in half precision.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfp_nice.bijectors import COUPLINGS, ActNorm, LULinear, Permutation, Rescaling
+from tfp_nice.bijectors import lu_linear_init
+from tfp_nice.networks import CouplingMLP
+
+__all__ = ["ActNormStep", "CouplingStep", "FlowStep", "LULinearStep", "PermutationStep",
+           "RescalingStep"]
+
+_EPS = 1e-8  # guards entries that are constant in the batch (std 0)
+
+
+def _spread(h):
+    """Per-entry standard deviation of a batch, over its first axis."""
+    return tf.sqrt(tf.math.reduce_variance(h, axis=0) + tf.constant(_EPS, h.dtype))
+
+
+def _check_batch(h, event_shape, name):
+    h = tf.convert_to_tensor(h)
+    if h.shape.rank != len(event_shape) + 1 or tuple(h.shape[1:]) != tuple(event_shape) \
+            or h.shape[0] is not None and h.shape[0] < 2:
+        raise ValueError(f"{name}.adapt needs a batch of at least 2 examples of shape "
+                         f"{tuple(event_shape)}. Received: shape={tuple(h.shape)}")
+    return h
+
+
+class FlowStep(keras.layers.Layer):
+    """Base of the steps: `bijector()` for `f`'s direction, `adapt(h)` to start from data."""
+
+    def __init__(self, event_shape, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.event_shape = tuple(int(d) for d in event_shape)
+        self.num_dims = int(np.prod(self.event_shape))
+
+    def bijector(self):
+        """The step's bijector over its current weights; `forward` is data -> latent."""
+        raise NotImplementedError
+
+    def adapt(self, h):
+        """Sets any data-dependent start from a batch `h`; returns `h` mapped by the step."""
+        return self.bijector().forward(h)
+
+    def call(self, h):
+        return self.bijector().forward(h)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def _flow_weight(self, name, shape, initializer, dtype=None, trainable=True):
+        return self.add_weight(name=name, shape=shape, initializer=initializer, dtype=dtype,
+                               trainable=trainable, autocast=False)
+
+    def get_config(self):
+        return {**super().get_config(), "event_shape": list(self.event_shape)}
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class CouplingStep(FlowStep):
+    """An additive (NICE) or affine (RealNVP) coupling whose network this step owns.
+
+    `mask` (`True` = conditioning part) and the network's sizes fix the step;
+    `network` is a `CouplingMLP` whose last layer starts at zero, so a fresh
+    step is the identity.
+    """
+
+    def __init__(self, event_shape, mask, hidden_units, coupling="additive",
+                 activation="relu", **kwargs):
+        super().__init__(event_shape, **kwargs)
+        self.mask = np.asarray(mask, dtype=bool).reshape(self.event_shape)
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {tuple(COUPLINGS)}. "
+                             f"Received: coupling={coupling!r}")
+        self.coupling = coupling
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.network = CouplingMLP(self.hidden_units, int((~self.mask).sum()),
+                                   activation=activation, affine=coupling == "affine",
+                                   dtype=self.dtype_policy, name="network")
+        self.network.build((None, int(self.mask.sum())))
+        self.built = True
+
+    def bijector(self):
+        return COUPLINGS[self.coupling](self.network, self.mask, name=self.name)
+
+    def get_config(self):
+        return {**super().get_config(), "mask": self.mask.tolist(),
+                "hidden_units": list(self.hidden_units), "coupling": self.coupling,
+                "activation": keras.activations.serialize(self.network.activation)}
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class ActNormStep(FlowStep):
+    """Glow's ActNorm: `y = (x + b) * exp(s)`, started from data to zero mean, unit variance."""
+
+    def __init__(self, event_shape, **kwargs):
+        super().__init__(event_shape, **kwargs)
+        self.log_scale = self._flow_weight("log_scale", self.event_shape, "zeros")
+        self.shift = self._flow_weight("shift", self.event_shape, "zeros")
+        self.built = True
+
+    def bijector(self):
+        return ActNorm(self.log_scale, self.shift, name=self.name)
+
+    def adapt(self, h):
+        h = _check_batch(h, self.event_shape, self.name)
+        self.shift.assign(-tf.reduce_mean(h, axis=0))
+        self.log_scale.assign(-tf.math.log(_spread(h)))
+        return self.bijector().forward(h)
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class PermutationStep(FlowStep):
+    """A fixed reordering of the flattened event, saved with the model."""
+
+    def __init__(self, event_shape, permutation, **kwargs):
+        super().__init__(event_shape, **kwargs)
+        perm = np.asarray(permutation, dtype=np.int32)
+        if perm.shape != (self.num_dims,) or not np.array_equal(np.sort(perm),
+                                                                np.arange(self.num_dims)):
+            raise ValueError(f"permutation must be a permutation of range({self.num_dims}). "
+                             f"Received: permutation={perm.tolist()}")
+        self.permutation = self._flow_weight(
+            "permutation", (self.num_dims,), keras.initializers.Constant(perm), dtype="int32",
+            trainable=False)
+        self.built = True
+
+    def bijector(self):
+        return Permutation(self.permutation, self.event_shape, name=self.name)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "permutation": keras.ops.convert_to_numpy(self.permutation).tolist()}
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class LULinearStep(FlowStep):
+    """A learned invertible linear map in permuted LU form, started at a random rotation."""
+
+    TRAINABLE = ("lower", "upper", "log_diag")
+
+    def __init__(self, event_shape, seed=0, **kwargs):
+        super().__init__(event_shape, **kwargs)
+        self.seed = int(seed)
+        init = lu_linear_init(self.num_dims, self.seed)
+        for key in ("lower", "upper", "log_diag", "sign", "permutation"):
+            setattr(self, key, self._flow_weight(
+                key, init[key].shape, keras.initializers.Constant(init[key]),
+                dtype="int32" if key == "permutation" else None,
+                trainable=key in self.TRAINABLE))
+        self.built = True
+
+    def bijector(self):
+        return LULinear(self.lower, self.upper, self.log_diag, self.sign, self.permutation,
+                        self.event_shape, name=self.name)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class RescalingStep(FlowStep):
+    """NICE's diagonal rescaling `h = exp(s) * h'`, the last step of `f`.
+
+    `init="zeros"` is NICE's start (the identity); `init="data"` lets `adapt`
+    set `s = log(target_std / std(h'))`, so that the latent has the prior's
+    spread (`target_std`, a float or one per entry).
+    """
+
+    INITS = ("data", "zeros")
+
+    def __init__(self, event_shape, init="zeros", target_std=1.0, **kwargs):
+        super().__init__(event_shape, **kwargs)
+        if init not in self.INITS:
+            raise ValueError(f"rescaling_init must be one of {self.INITS}. "
+                             f"Received: rescaling_init={init!r}")
+        self.init = init
+        self.target_std = np.broadcast_to(np.asarray(target_std, np.float64),
+                                          self.event_shape).copy()
+        self.log_scale = self._flow_weight("log_scale", self.event_shape, "zeros")
+        self.built = True
+
+    def bijector(self):
+        return Rescaling(self.log_scale, name=self.name)
+
+    def adapt(self, h):
+        if self.init == "data":
+            h = _check_batch(h, self.event_shape, self.name)
+            target = tf.constant(self.target_std, h.dtype)
+            self.log_scale.assign(tf.math.log(target / _spread(h)))
+        return self.bijector().forward(h)
+
+    def get_config(self):
+        return {**super().get_config(), "init": self.init,
+                "target_std": self.target_std.tolist()}
