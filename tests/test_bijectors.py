@@ -369,7 +369,7 @@ def test_no_shift_networks():
 
 @pytest.mark.parametrize("bad", [(0,), (4, -1), (2.5,), ("8",)], ids=str)
 def test_coupling_mlp_bad_sizes(bad):
-    with pytest.raises(ValueError, match="positive ints"):
+    with pytest.raises(ValueError, match=r"hidden_units entry must be an int >= 1. Received"):
         tn.CouplingMLP(bad, 3)
 
 

@@ -275,6 +275,73 @@ def test_inpaint_subcommand(tmp_path, capsys):
     assert "63 values per example" in capsys.readouterr().err
 
 
+ARCHITECTURES = {
+    "checkerboard": ["--partition", "checkerboard"],
+    "halves-zeros": ["--partition", "halves", "--rescaling-init", "zeros"],
+    "affine-actnorm-lu": ["--coupling", "affine", "--actnorm", "--permutation", "lu"],
+    "reverse": ["--permutation", "reverse"],
+    "random-no-rescaling": ["--permutation", "random", "--no-rescaling"],
+}
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_train_each_architecture_on_digits_then_sample_and_evaluate(tmp_path, capsys, name):
+    flags = ARCHITECTURES[name]
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", *TINY, *flags, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    arch = metrics["architecture"]
+    expected = {"partition": "odd_even", "coupling": "additive", "actnorm": False,
+                "permutation": None, "rescaling": True, "rescaling_init": "data"}
+    for flag, value in zip(flags, flags[1:] + [None]):
+        if flag == "--partition":
+            expected["partition"] = value
+        elif flag == "--coupling":
+            expected["coupling"] = value
+        elif flag == "--actnorm":
+            expected["actnorm"] = True
+        elif flag == "--permutation":
+            expected["permutation"] = value
+        elif flag == "--no-rescaling":
+            expected["rescaling"] = False
+        elif flag == "--rescaling-init":
+            expected["rescaling_init"] = value
+    assert arch == expected
+    image = name == "checkerboard"  # image partitions keep the digits as 8x8 images
+    assert metrics["event_shape"] == ([8, 8] if image else [64])
+    import keras
+    model = keras.models.load_model(out / "model.keras")
+    kinds = {type(step).__name__ for step in model.steps}
+    assert ("ActNormStep" in kinds) == expected["actnorm"]
+    assert ("LULinearStep" in kinds) == (expected["permutation"] == "lu")
+    assert ("PermutationStep" in kinds) == (expected["permutation"] in ("reverse", "random"))
+    assert ("RescalingStep" in kinds) == expected["rescaling"]
+    capsys.readouterr()
+    for model_path in (out / "model.keras", out / "saved_model"):
+        assert main(["evaluate", str(model_path), "--data", "digits"]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert math.isfinite(result["bits_per_dim"]) and result["count"] == 1797
+        assert main(["sample", str(model_path), "--num-samples", "4",
+                     "--out", str(tmp_path / "s.npy")]) == 0
+        assert np.load(tmp_path / "s.npy").shape == ((4, 8, 8) if image else (4, 64))
+
+
+def test_channel_partition_on_images_with_channels(tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 256, size=(200, 4, 4, 2), dtype=np.uint8)
+    np.save(tmp_path / "rgbish.npy", images)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "rgbish.npy"), *TINY, "--partition",
+                 "channel", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["event_shape"] == [4, 4, 2]
+    capsys.readouterr()
+    assert main(["train", "--data", "digits", *TINY, "--partition", "channel",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "--partition channel needs images with 2 or more channels" in capsys.readouterr().err
+    assert main(["train", "--data", "moons", *TINY, "--partition", "checkerboard",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "--partition checkerboard needs image data" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_without_losing_a_finished_epoch(tmp_path):
     import signal

@@ -35,5 +35,5 @@ def test_eight_gaussians_have_eight_modes():
 
 @pytest.mark.parametrize("n", [0, -3, 2.5, True])
 def test_bad_sizes(n):
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match=r"n must be an int >= 1. Received: n="):
         two_moons(n)

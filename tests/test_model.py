@@ -180,7 +180,7 @@ def _epochs_of(dataset, num_epochs, num_batches):
 def test_epoch_batches_shuffle_each_epoch_and_keep_the_partial_batch():
     x = np.arange(30, dtype="float32").reshape(10, 3)
     tf.random.set_seed(0)
-    epochs = _epochs_of(tn.models.nice.epoch_batches(x, 4), 3, 3)
+    epochs = _epochs_of(tn.models.training.epoch_batches(x, 4), 3, 3)
     orders = []
     for batches in epochs:
         assert [len(b) for b in batches] == [4, 4, 2]
@@ -189,7 +189,7 @@ def test_epoch_batches_shuffle_each_epoch_and_keep_the_partial_batch():
         np.testing.assert_array_equal(rows, x[(rows[:, 0] // 3).astype(int)])  # whole rows
         orders.append(tuple(rows[:, 0]))
     assert len(set(orders)) == 3  # a new permutation every epoch (10! orders to draw from)
-    for batches in _epochs_of(tn.models.nice.epoch_batches(x, 4, shuffle=False), 2, 3):
+    for batches in _epochs_of(tn.models.training.epoch_batches(x, 4, shuffle=False), 2, 3):
         np.testing.assert_array_equal(np.concatenate(batches), x)
 
 

@@ -102,8 +102,8 @@ def load_dataset(spec, num_points=10000, num_levels=None, seed=0, float_levels=T
     if raw.ndim < 2 or raw.shape[0] == 0 or math.prod(raw.shape[1:]) == 0:
         raise InputError(f"{path}: expected an array of shape (n, d) with n, d > 0, "
                          f"got shape {raw.shape}.")
-    if raw.ndim == 3 and image_shape is None:
-        image_shape = tuple(raw.shape[1:])
+    if raw.ndim in (3, 4) and image_shape is None:
+        image_shape = tuple(raw.shape[1:])  # (h, w) or (h, w, c)
     raw = raw.reshape(len(raw), -1)
     if np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.bool_):
         x, levels = _from_integers(raw.astype(np.int64) if raw.dtype == np.bool_ else raw,

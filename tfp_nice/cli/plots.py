@@ -52,8 +52,8 @@ def density_map(log_prob_fn, data, path, resolution=200):
 
 def image_grid(images, image_shape, path, columns=8):
     images = np.clip(np.asarray(images, np.float64).reshape((-1,) + tuple(image_shape)), 0, 1)
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
+    if images.ndim == 4 and images.shape[-1] not in (3, 4):
+        images = images.mean(axis=-1)  # one channel, or channels a screen cannot show
     rows = max(1, math.ceil(len(images) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9))
     for ax, k in zip(np.ravel(axes), range(rows * columns)):

@@ -4,13 +4,13 @@ import math
 
 import numpy as np
 
+from tfp_nice._validation import check_int
+
 __all__ = ["bits_per_dim", "dequantize"]
 
 
 def _check_levels(num_levels):
-    if isinstance(num_levels, bool) or not isinstance(num_levels, (int, np.integer)) \
-            or num_levels < 2:
-        raise ValueError(f"num_levels must be an int >= 2, got {num_levels!r}.")
+    return check_int(num_levels, "num_levels", minimum=2)
 
 
 def dequantize(x, num_levels, seed=None, dtype="float32"):
@@ -58,8 +58,7 @@ def bits_per_dim(nll_nats, num_dims, num_levels=None):
 
     Works on floats, numpy arrays and tensors alike.
     """
-    if isinstance(num_dims, bool) or not isinstance(num_dims, (int, np.integer)) or num_dims <= 0:
-        raise ValueError(f"num_dims must be a positive int, got {num_dims!r}.")
+    check_int(num_dims, "num_dims")
     offset = 0.0
     if num_levels is not None:
         _check_levels(num_levels)

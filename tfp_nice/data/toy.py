@@ -2,12 +2,13 @@
 
 import numpy as np
 
+from tfp_nice._validation import check_int
+
 __all__ = ["TOY_DATASETS", "checkerboard", "eight_gaussians", "two_moons"]
 
 
 def _check_n(n):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-        raise ValueError(f"n must be a positive int, got {n!r}.")
+    return check_int(n, "n")
 
 
 def two_moons(n, noise=0.1, seed=None, dtype="float32"):

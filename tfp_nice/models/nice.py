@@ -1,83 +1,29 @@
 """NICE as a Keras 3 model trained by maximum likelihood with `fit`."""
 
-import math
-import warnings
-
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_nice._validation import check_choice, check_flag, check_int, check_positive_float
 from tfp_nice.bijectors import COUPLINGS, PARTITIONS, check_mask, generator
 from tfp_nice.data.quantization import bits_per_dim
+from tfp_nice.models import inpainting
 from tfp_nice.models.priors import PRIORS, check_custom_prior, make_prior
+from tfp_nice.models.training import (
+    StopOnNonFiniteLoss,
+    can_stream,
+    check_training_data,
+    epoch_batches,
+    first_batch,
+)
 from tfp_nice.steps import PERMUTATIONS, CouplingStep, RescalingStep, build_steps
 
 tfd = tfp.distributions
 
 __all__ = ["NICE"]
 
-# Step schedules of `NICE.inpaint` by name: the step size of step i (0-based).
-INPAINT_SCHEDULES = {
-    # Made for data in [0, 1]: on digits it lowers the hidden pixels' error below
-    # mean filling and raises log p (tests/test_numbers.py).
-    "default": lambda i: 0.1 / (100.0 + i),
-    # NICE's own (arXiv 1410.8516, section 5.2); it overshoots on data in [0, 1].
-    "paper": lambda i: 10.0 / (100.0 + i),
-}
-RESCALING_INITS = ("data", "zeros")
-
-
-def _positive_int(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive int. Received: {what}={value!r}")
-    return int(value)
-
-
-class _StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training after an epoch whose loss is NaN or inf, saying what to try.
-
-    It looks at the epoch's logs only: a per-batch check would make Keras copy
-    the loss to the host after every step (`TerminateOnNaN` does that).
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.model.stop_training = True
-            warnings.warn(
-                f"NICE: the loss became {float(loss)} in epoch {epoch + 1}; training stopped. "
-                "Check the data, lower the learning rate, or bound the log-scales.",
-                RuntimeWarning, stacklevel=2)
-
-
-def epoch_batches(x, batch_size, shuffle=True):
-    """A repeated `tf.data.Dataset` of the batches of array `x`, epoch after epoch.
-
-    Each epoch is a fresh random permutation of the rows (`shuffle=True`) or
-    their order (`shuffle=False`), cut into `ceil(len(x) / batch_size)` batches,
-    the last one partial: what Keras's own array input gives, in one pipeline.
-    Shuffling permutes a copy of `x` once per epoch (one gather, then slices),
-    which is much faster than gathering every batch. tf.data's autotuning is
-    off: nothing here is parallel, and with it on, freeing the iterator at the
-    end of `fit` stalled for about 0.56 s in about half of the calls.
-    """
-    data = tf.convert_to_tensor(x)
-    n = int(data.shape[0])
-    num_batches = -(-n // batch_size)
-
-    def one_epoch(_):
-        rows = tf.gather(data, tf.random.shuffle(tf.range(n))) if shuffle else data
-        return tf.data.Dataset.range(num_batches).map(
-            lambda i: rows[i * batch_size:(i + 1) * batch_size])
-
-    options = tf.data.Options()
-    options.experimental_optimization.apply_default_optimizations = False
-    options.autotune.enabled = False
-    options.experimental_external_state_policy = (
-        tf.data.experimental.ExternalStatePolicy.IGNORE)
-    dataset = tf.data.Dataset.range(1).repeat().flat_map(one_epoch).prefetch(2)
-    return dataset.with_options(options)
+RESCALING_INITS = RescalingStep.INITS
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
@@ -185,21 +131,14 @@ class NICE(keras.Model):
         event_shape = tuple(event_shape)
         if not event_shape:
             raise ValueError("NICE needs a non-empty event_shape. Received: event_shape=()")
-        self.event_shape = tuple(_positive_int(d, "event_shape entry") for d in event_shape)
-        self.num_couplings = _positive_int(num_couplings, "num_couplings")
-        self.hidden_units = tuple(_positive_int(u, "hidden_units entry") for u in hidden_units)
+        self.event_shape = tuple(check_int(d, "event_shape entry") for d in event_shape)
+        self.num_couplings = check_int(num_couplings, "num_couplings")
+        self.hidden_units = tuple(check_int(u, "hidden_units entry") for u in hidden_units)
         if isinstance(partition, str):
-            if partition not in PARTITIONS:
-                raise ValueError(
-                    f"partition must be one of {PARTITIONS} or a boolean mask. "
-                    f"Received: partition={partition!r}"
-                )
-            self.partition = partition
+            self.partition = check_choice(partition, PARTITIONS, "partition")
         else:
             self.partition = check_mask(partition, self.event_shape)
-        if not isinstance(rescaling, bool):
-            raise ValueError(f"rescaling must be True or False. Received: rescaling={rescaling!r}")
-        self.rescaling = rescaling
+        self.rescaling = check_flag(rescaling, "rescaling")
         if isinstance(prior, str):
             make_prior(prior, self.event_shape, self.flow_dtype)  # checks the name
         else:
@@ -207,29 +146,14 @@ class NICE(keras.Model):
         self.prior = prior
         self.activation = activation
         if num_levels is not None:
-            num_levels = _positive_int(num_levels, "num_levels")
-            if num_levels < 2:
-                raise ValueError(f"num_levels must be >= 2. Received: num_levels={num_levels}")
+            num_levels = check_int(num_levels, "num_levels", minimum=2)
         self.num_levels = num_levels
         self.num_dims = int(np.prod(self.event_shape))
-        if coupling not in COUPLINGS:
-            raise ValueError(f"coupling must be one of {tuple(COUPLINGS)}. "
-                             f"Received: coupling={coupling!r}")
-        self.coupling = coupling
-        if permutation not in PERMUTATIONS:
-            raise ValueError(f"permutation must be one of {PERMUTATIONS}. "
-                             f"Received: permutation={permutation!r}")
-        self.permutation = permutation
-        if not isinstance(actnorm, bool):
-            raise ValueError(f"actnorm must be True or False. Received: actnorm={actnorm!r}")
-        self.actnorm = actnorm
-        if rescaling_init not in RESCALING_INITS:
-            raise ValueError(f"rescaling_init must be one of {RESCALING_INITS}. "
-                             f"Received: rescaling_init={rescaling_init!r}")
-        self.rescaling_init = rescaling_init
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an int. Received: seed={seed!r}")
-        self.seed = int(seed)
+        self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
+        self.permutation = check_choice(permutation, PERMUTATIONS, "permutation")
+        self.actnorm = check_flag(actnorm, "actnorm")
+        self.rescaling_init = check_choice(rescaling_init, RESCALING_INITS, "rescaling_init")
+        self.seed = check_int(seed, "seed", minimum=-2**63)
 
         target_std = None
         if rescaling:
@@ -295,51 +219,9 @@ class NICE(keras.Model):
             h = step.adapt(h)
         self.data_initialized.assign(1)
 
-    @staticmethod
-    def _first_batch(x, batch_size):
-        if isinstance(x, tf.data.Dataset):
-            element = next(iter(x))
-            return element[0] if isinstance(element, (tuple, list)) else element
-        if isinstance(x, (tuple, list)):
-            x = x[0]
-        return x[: batch_size or 32]
-
     def check_training_data(self, x, batch_size=None, validation_split=0.0):
-        """Raises a clear error for arrays `fit` cannot train on; returns nothing.
-
-        Checks (for numpy arrays and tensors; a `tf.data.Dataset` is the
-        caller's to check): not empty, floating (not integer, not half
-        precision), examples of the event shape, every value finite (the
-        error names the first bad row), and `batch_size` no larger than the
-        examples left after `validation_split`.
-        """
-        if isinstance(x, tf.data.Dataset) or x is None:
-            return
-        array = np.asarray(x)
-        if array.ndim == 0 or len(array) == 0:
-            raise ValueError(f"fit got no training examples (data of shape {array.shape}).")
-        if array.dtype.name in ("float16", "bfloat16"):
-            raise TypeError(
-                f"fit does not take {array.dtype.name} data: half precision loses the "
-                f"dequantization noise; pass {tf.as_dtype(self.flow_dtype).name}. The flow "
-                f"takes {tf.as_dtype(self.flow_dtype).name} under every dtype policy (this "
-                f"model's is {self.dtype_policy.name!r}); a mixed-precision policy makes only "
-                "the coupling networks compute in half precision.")
-        if not np.issubdtype(array.dtype, np.floating):
-            raise TypeError(f"fit needs floating data, got dtype {array.dtype}; dequantize "
-                            "integer data first (tfp_nice.data.dequantize).")
-        if tuple(array.shape[1:]) != self.event_shape:
-            raise ValueError(f"fit needs examples of shape {self.event_shape}, got data of "
-                             f"shape {array.shape}.")
-        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-        if not finite.all():
-            row = int(np.argmin(finite))
-            raise ValueError(f"fit data hold NaN or inf in row {row}; remove or fill it "
-                             "before training.")
-        n_fit = len(array) - int(len(array) * (validation_split or 0.0))
-        if batch_size is not None and batch_size > n_fit:
-            raise ValueError(f"batch_size {batch_size} is larger than the {n_fit} training "
-                             "examples.")
+        """Raises a clear error for arrays `fit` cannot train on (see `models.training`)."""
+        check_training_data(self, x, batch_size, validation_split)
 
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """Keras's `fit` after checks of the data and the data-dependent start if due.
@@ -350,31 +232,15 @@ class NICE(keras.Model):
         """
         self.check_training_data(x, batch_size, kwargs.get("validation_split", 0.0))
         if self.needs_data_init and x is not None:
-            self.initialize_from_data(self._first_batch(x, batch_size))
+            self.initialize_from_data(first_batch(x, batch_size))
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        callbacks.append(_StopOnNonFiniteLoss())
-        if self._can_stream(x, y, args, kwargs):
+        callbacks.append(StopOnNonFiniteLoss())
+        if can_stream(self, x, y, args, kwargs):
             batch_size = batch_size or 32
             kwargs["steps_per_epoch"] = -(-len(x) // batch_size)
             x = epoch_batches(x, batch_size, kwargs.pop("shuffle", True))
             batch_size, kwargs["shuffle"] = None, False  # the pipeline shuffles itself
         return super().fit(x, y, batch_size, *args, callbacks=callbacks, **kwargs)
-
-    def _can_stream(self, x, y, args, kwargs):
-        """Whether `fit` may feed array `x` through `epoch_batches` (plain cases only).
-
-        Keras builds a new input pipeline twice per epoch for arrays, which
-        costs as much as the training steps of a small model. One repeated
-        pipeline serves the same batches; anything beyond a plain array (labels,
-        weights, validation_split, steps_per_epoch, shuffle="batch",
-        positional arguments, a distribution strategy) keeps Keras's own path.
-        """
-        plain = {"epochs", "verbose", "validation_data", "shuffle", "initial_epoch",
-                 "validation_steps", "validation_batch_size", "validation_freq"}
-        return (isinstance(x, (np.ndarray, tf.Tensor)) and y is None and not args
-                and set(kwargs) <= plain and kwargs.get("shuffle", True) in (True, False)
-                and not tf.distribute.has_strategy()
-                and self.distribute_strategy.num_replicas_in_sync == 1)
 
     @property
     def flow_dtype(self):
@@ -466,12 +332,8 @@ class NICE(keras.Model):
           temperature: float > 0.
           seed: `None`, an int, or a stateless seed (a shape-[2] int tensor).
         """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
-                or num_samples < 0:
-            raise ValueError(f"num_samples must be an int >= 0. Received: {num_samples!r}")
-        temperature = float(temperature)
-        if not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be a finite float > 0. Received: {temperature!r}")
+        num_samples = check_int(num_samples, "num_samples", minimum=0)
+        temperature = check_positive_float(temperature, "temperature")
         z = self.base_distribution.sample(int(num_samples), seed=seed)
         return self.decode(z * tf.cast(temperature, z.dtype))
 
@@ -516,50 +378,8 @@ class NICE(keras.Model):
         Returns:
           The inpainted data, a tensor of `x`'s shape.
         """
-        x = self._as_input(x)
-        observed = tf.convert_to_tensor(observed_mask)
-        if observed.dtype != tf.bool:
-            raise TypeError(f"observed_mask must be boolean, got {observed.dtype.name}.")
-        try:
-            observed = tf.broadcast_to(observed, tf.shape(x))
-        except (ValueError, tf.errors.InvalidArgumentError) as err:
-            raise ValueError(f"observed_mask of shape {tuple(observed_mask.shape)} does not "
-                             f"broadcast to x of shape {tuple(x.shape)}.") from err
-        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) \
-                or num_steps < 1:
-            raise ValueError(f"num_steps must be an int >= 1. Received: {num_steps!r}")
-        if step_size is None:
-            step_size = "default"
-        if isinstance(step_size, str):
-            if step_size not in INPAINT_SCHEDULES:
-                raise ValueError(f"step_size must be one of {tuple(INPAINT_SCHEDULES)}, a float "
-                                 f"or a callable. Received: step_size={step_size!r}")
-            step_size = INPAINT_SCHEDULES[step_size]
-        elif not callable(step_size):
-            constant = float(step_size)
-            if not constant > 0:
-                raise ValueError(f"step_size must be > 0. Received: {step_size!r}")
-            step_size = lambda i: constant  # noqa: E731
-        missing = tf.cast(tf.logical_not(observed), x.dtype)
-        generator = tf.random.Generator.from_seed(0 if seed is None else seed) \
-            if seed is not None else tf.random.Generator.from_non_deterministic_state()
-
-        @tf.function
-        def step(x, rate):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                total = tf.reduce_sum(self.log_prob(x))
-            grad = tape.gradient(total, x)
-            if noise:
-                grad = grad + noise * generator.normal(tf.shape(x), dtype=x.dtype)
-            x = x + rate * missing * grad
-            if clip is not None:
-                x = tf.clip_by_value(x, clip[0], clip[1])
-            return x
-
-        for i in range(int(num_steps)):
-            x = step(x, tf.constant(step_size(i), x.dtype))
-        return x
+        return inpainting.inpaint(self, x, observed_mask, num_steps=num_steps,
+                                  step_size=step_size, noise=noise, clip=clip, seed=seed)
 
     # --- Keras ----------------------------------------------------------------------------
 

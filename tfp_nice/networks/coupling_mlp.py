@@ -2,6 +2,8 @@
 
 import keras
 
+from tfp_nice._validation import check_int
+
 __all__ = ["CouplingMLP"]
 
 
@@ -50,12 +52,8 @@ class CouplingMLP(keras.layers.Layer):
         """
         super().__init__(**kwargs)
         hidden_units = tuple(hidden_units)
-        for u in hidden_units + (output_units,):
-            if isinstance(u, bool) or not isinstance(u, int) or u <= 0:
-                raise ValueError(
-                    "CouplingMLP sizes must be positive ints. Received: "
-                    f"hidden_units={hidden_units}, output_units={output_units}"
-                )
+        hidden_units = tuple(check_int(u, "hidden_units entry") for u in hidden_units)
+        output_units = check_int(output_units, "output_units")
         self.hidden_units = hidden_units
         self.output_units = output_units
         self.affine = bool(affine)

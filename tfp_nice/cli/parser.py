@@ -1,0 +1,128 @@
+"""The `tfp-nice` command line's arguments."""
+
+import argparse
+import math
+
+from tfp_nice._version import __version__
+from tfp_nice.bijectors.masks import PARTITIONS
+from tfp_nice.cli.inputs import BUILTIN_DATA
+from tfp_nice.models.inpainting import HIDE
+
+__all__ = ["build_parser"]
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tfp-nice",
+        description="Train, sample from and evaluate NICE normalizing flows "
+                    "(TensorFlow Probability + Keras 3).",
+    )
+    parser.add_argument("--version", action="version", version=f"tfp_nice {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data_help = (f"a built-in data set ({', '.join(BUILTIN_DATA)}) or a .npy, .csv, .npz "
+                 "or MNIST IDX file of shape (n, d) or (n, h, w)")
+    train = sub.add_parser("train", help="train a NICE flow and write its outputs to --out")
+    train.add_argument("--data", default="digits", help=f"{data_help} (default: digits)")
+    train.add_argument("--num-points", type=_positive_int, default=10000,
+                       help="points drawn from a 2-D toy data set (default: 10000)")
+    train.add_argument("--num-levels", type=_positive_int, default=None,
+                       help="discrete levels of integer data (default: 256 for uint8, "
+                            "else max + 1)")
+    train.add_argument("--epochs", type=_positive_int, default=300)
+    train.add_argument("--batch-size", type=_positive_int, default=64)
+    train.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    train.add_argument("--couplings", type=_positive_int, default=4)
+    train.add_argument("--hidden", type=_positive_int, nargs="+", default=[64, 64],
+                       help="hidden layer widths of each coupling network (default: 64 64)")
+    train.add_argument("--partition", default="odd_even", choices=list(PARTITIONS),
+                       help="how each coupling splits an example (default: odd_even, NICE's); "
+                            "checkerboard and channel keep image data in their shape")
+    train.add_argument("--coupling", default="additive", choices=["additive", "affine"],
+                       help="additive (NICE) or affine (RealNVP) couplings")
+    train.add_argument("--actnorm", action="store_true",
+                       help="an ActNorm before each coupling, started from the first batch")
+    train.add_argument("--permutation", default="none",
+                       choices=["none", "reverse", "random", "lu"],
+                       help="a permutation (or a learned LU linear map) before each coupling")
+    train.add_argument("--rescaling-init", default="data", choices=["data", "zeros"],
+                       help="start of the rescaling's log-scales: from the first batch (data) "
+                            "or NICE's zeros")
+    train.add_argument("--prior", default="logistic", choices=["logistic", "normal"])
+    train.add_argument("--no-rescaling", action="store_true",
+                       help="leave out NICE's rescaling layer (a volume-preserving flow)")
+    train.add_argument("--validation-split", type=_fraction, default=0.1)
+    train.add_argument("--test-split", type=_fraction, default=0.2)
+    train.add_argument("--patience", type=int, default=20,
+                       help="early-stopping patience in epochs on the validation NLL "
+                            "(0 turns it off; default: 20)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default=None, help="output folder (default: runs/<data>)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    train.add_argument("--resume", action="store_true",
+                       help="save the model after every epoch (beside --out) and, if such "
+                            "a backup of an interrupted run exists, go on from it")
+    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                       help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+
+    sample = sub.add_parser("sample", help="draw samples from a model")
+    sample.add_argument("model", help="a model.keras file or a SavedModel folder")
+    sample.add_argument("--num-samples", type=_positive_int, default=64)
+    sample.add_argument("--temperature", type=_positive_float, default=1.0)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", default="samples.npy",
+                        help="where to write the samples (.npy); a PNG is written beside it")
+
+    inpaint = sub.add_parser("inpaint", help="fill in hidden parts of examples (NICE 5.2)")
+    inpaint.add_argument("model", help="a model.keras file (gradients are needed)")
+    inpaint.add_argument("--data", default="digits", help=data_help + " (default: digits)")
+    inpaint.add_argument("--hide", default="bottom", choices=list(HIDE),
+                         help="which part to hide: a half of each image, or a random half")
+    inpaint.add_argument("--num-examples", type=_positive_int, default=16)
+    inpaint.add_argument("--num-steps", type=_positive_int, default=500)
+    inpaint.add_argument("--step-scale", type=_positive_float, default=0.1,
+                         help="c of the step size c / (100 + i) (default 0.1, which suits "
+                              "digits; the paper's 10 suits its MNIST model and overshoots "
+                              "on steeper densities: watch log_prob_after)")
+    inpaint.add_argument("--noise", type=float, default=0.0,
+                         help="scale of the Gaussian noise added to the gradient")
+    inpaint.add_argument("--seed", type=int, default=0)
+    inpaint.add_argument("--out", default="inpainted.npy",
+                         help="where to write the inpainted examples (.npy); a PNG beside it")
+
+    evaluate = sub.add_parser("evaluate", help="NLL and bits/dim of a data set under a model")
+    evaluate.add_argument("model", help="a model.keras file or a SavedModel folder")
+    evaluate.add_argument("--data", required=True, help=data_help)
+    evaluate.add_argument("--num-points", type=_positive_int, default=10000)
+    evaluate.add_argument("--seed", type=int, default=0)
+    return parser

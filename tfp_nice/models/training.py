@@ -1,0 +1,131 @@
+"""How `NICE.fit` is fed and guarded: the data checks, the input pipeline, the NaN stop."""
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["StopOnNonFiniteLoss", "TrainingDataError", "can_stream", "check_training_data",
+           "epoch_batches", "first_batch"]
+
+
+class TrainingDataError(ValueError):
+    """Data `fit` cannot train on (empty, misshapen, non-finite, batch too large)."""
+
+
+class TrainingDataTypeError(TypeError):
+    """Data of a dtype `fit` cannot train on (integers, half precision)."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training after an epoch whose loss is NaN or inf, saying what to try.
+
+    It looks at the epoch's logs only: a per-batch check would make Keras copy
+    the loss to the host after every step (`TerminateOnNaN` does that).
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            warnings.warn(
+                f"NICE: the loss became {float(loss)} in epoch {epoch + 1}; training stopped. "
+                "Check the data, lower the learning rate, or bound the log-scales.",
+                RuntimeWarning, stacklevel=2)
+
+
+def epoch_batches(x, batch_size, shuffle=True):
+    """A repeated `tf.data.Dataset` of the batches of array `x`, epoch after epoch.
+
+    Each epoch is a fresh random permutation of the rows (`shuffle=True`) or
+    their order (`shuffle=False`), cut into `ceil(len(x) / batch_size)` batches,
+    the last one partial: what Keras's own array input gives, in one pipeline.
+    Shuffling permutes a copy of `x` once per epoch (one gather, then slices),
+    which is much faster than gathering every batch. tf.data's autotuning is
+    off: nothing here is parallel, and with it on, freeing the iterator at the
+    end of `fit` stalled for about 0.56 s in about half of the calls.
+    """
+    data = tf.convert_to_tensor(x)
+    n = int(data.shape[0])
+    num_batches = -(-n // batch_size)
+
+    def one_epoch(_):
+        rows = tf.gather(data, tf.random.shuffle(tf.range(n))) if shuffle else data
+        return tf.data.Dataset.range(num_batches).map(
+            lambda i: rows[i * batch_size:(i + 1) * batch_size])
+
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
+    options.experimental_external_state_policy = (
+        tf.data.experimental.ExternalStatePolicy.IGNORE)
+    dataset = tf.data.Dataset.range(1).repeat().flat_map(one_epoch).prefetch(2)
+    return dataset.with_options(options)
+
+
+def check_training_data(model, x, batch_size=None, validation_split=0.0):
+    """Raises a clear error for arrays `model.fit` cannot train on; returns nothing.
+
+    Checks (for numpy arrays and tensors; a `tf.data.Dataset` is the caller's
+    to check): not empty, floating (not integer, not half precision),
+    examples of the model's event shape, every value finite (the error names
+    the first bad row), and `batch_size` no larger than the examples left
+    after `validation_split`. Raises `TrainingDataError` (a `ValueError`) or
+    `TrainingDataTypeError` (a `TypeError`).
+    """
+    if isinstance(x, tf.data.Dataset) or x is None:
+        return
+    array = np.asarray(x)
+    flow = tf.as_dtype(model.flow_dtype).name
+    if array.ndim == 0 or len(array) == 0:
+        raise TrainingDataError(f"fit got no training examples (data of shape {array.shape}).")
+    if array.dtype.name in ("float16", "bfloat16"):
+        raise TrainingDataTypeError(
+            f"fit does not take {array.dtype.name} data: half precision loses the "
+            f"dequantization noise; pass {flow}. The flow takes {flow} under every dtype "
+            f"policy (this model's is {model.dtype_policy.name!r}); a mixed-precision "
+            "policy makes only the coupling networks compute in half precision.")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TrainingDataTypeError(f"fit needs floating data, got dtype {array.dtype}; "
+                                    "dequantize integer data first (tfp_nice.data.dequantize).")
+    if tuple(array.shape[1:]) != tuple(model.event_shape):
+        raise TrainingDataError(f"fit needs examples of shape {tuple(model.event_shape)}, got "
+                                f"data of shape {array.shape}.")
+    finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise TrainingDataError(f"fit data hold NaN or inf in row {row}; remove or fill it "
+                                "before training.")
+    n_fit = len(array) - int(len(array) * (validation_split or 0.0))
+    if batch_size is not None and batch_size > n_fit:
+        raise TrainingDataError(f"batch_size {batch_size} is larger than the {n_fit} "
+                                "training examples.")
+
+
+def first_batch(x, batch_size):
+    """The first batch `fit` will see, for the data-dependent start."""
+    if isinstance(x, tf.data.Dataset):
+        element = next(iter(x))
+        return element[0] if isinstance(element, (tuple, list)) else element
+    if isinstance(x, (tuple, list)):
+        x = x[0]
+    return x[: batch_size or 32]
+
+
+def can_stream(model, x, y, args, kwargs):
+    """Whether `fit` may feed array `x` through `epoch_batches` (plain cases only).
+
+    Keras builds a new input pipeline twice per epoch for arrays, which costs
+    as much as the training steps of a small model. One repeated pipeline
+    serves the same batches; anything beyond a plain array (labels, weights,
+    validation_split, steps_per_epoch, shuffle="batch", positional arguments,
+    a distribution strategy) keeps Keras's own path.
+    """
+    plain = {"epochs", "verbose", "validation_data", "shuffle", "initial_epoch",
+             "validation_steps", "validation_batch_size", "validation_freq"}
+    return (isinstance(x, (np.ndarray, tf.Tensor)) and y is None and not args
+            and set(kwargs) <= plain and kwargs.get("shuffle", True) in (True, False)
+            and not tf.distribute.has_strategy()
+            and model.distribute_strategy.num_replicas_in_sync == 1)
