@@ -293,19 +293,13 @@ def test_train_each_architecture_on_digits_then_sample_and_evaluate(tmp_path, ca
     arch = metrics["architecture"]
     expected = {"partition": "odd_even", "coupling": "additive", "actnorm": False,
                 "permutation": None, "rescaling": True, "rescaling_init": "data"}
+    switches = {"--actnorm": ("actnorm", True), "--no-rescaling": ("rescaling", False)}
     for flag, value in zip(flags, flags[1:] + [None]):
-        if flag == "--partition":
-            expected["partition"] = value
-        elif flag == "--coupling":
-            expected["coupling"] = value
-        elif flag == "--actnorm":
-            expected["actnorm"] = True
-        elif flag == "--permutation":
-            expected["permutation"] = value
-        elif flag == "--no-rescaling":
-            expected["rescaling"] = False
-        elif flag == "--rescaling-init":
-            expected["rescaling_init"] = value
+        if flag in switches:
+            key, setting = switches[flag]
+            expected[key] = setting
+        elif flag.startswith("--"):
+            expected[flag[2:].replace("-", "_")] = value
     assert arch == expected
     image = name == "checkerboard"  # image partitions keep the digits as 8x8 images
     assert metrics["event_shape"] == ([8, 8] if image else [64])

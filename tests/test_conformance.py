@@ -170,14 +170,18 @@ def _data(event_shape, dtype, batch=(8,), seed=7):
                        dtype=dtype)
 
 
-def _autodiff_log_det(fn, x, event_shape):
+def _jacobian_matrix(fn, x, event_shape):
+    """The Jacobian of `fn` at each example of `x`, flattened: `[n, size, size]`."""
     n, size = x.shape[0], int(np.prod(event_shape))
     x_flat = tf.reshape(x, (n, size))
     with tf.GradientTape() as tape:
         tape.watch(x_flat)
         y_flat = tf.reshape(fn(tf.reshape(x_flat, (n,) + tuple(event_shape))), (n, size))
-    jac = tape.batch_jacobian(y_flat, x_flat)
-    return tf.linalg.slogdet(jac)[1]
+    return tape.batch_jacobian(y_flat, x_flat)
+
+
+def _autodiff_log_det(fn, x, event_shape):
+    return tf.linalg.slogdet(_jacobian_matrix(fn, x, event_shape))[1]
 
 
 def test_round_trip(case, dtype):
@@ -269,15 +273,6 @@ def test_gradient_reaches_every_variable(name, dtype):
         assert float(tf.reduce_max(tf.abs(g))) > 0.0, f"zero gradient for {v.name}"
 
 
-def _jacobian_matrix(fn, x, event_shape):
-    n, size = x.shape[0], int(np.prod(event_shape))
-    x_flat = tf.reshape(x, (n, size))
-    with tf.GradientTape() as tape:
-        tape.watch(x_flat)
-        y_flat = tf.reshape(fn(tf.reshape(x_flat, (n,) + tuple(event_shape))), (n, size))
-    return tape.batch_jacobian(y_flat, x_flat).numpy()
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_is_constant_jacobian_says_whether_the_jacobian_matrix_is_constant(name):
     """TFP reads the flag as "the map is affine" and then pushes the base's moments
@@ -285,7 +280,7 @@ def test_is_constant_jacobian_says_whether_the_jacobian_matrix_is_constant(name)
     bij, event_shape, _ = CASES[name](tf.float64)
     x = _data(event_shape, tf.float64, batch=(2,), seed=17)
     for fn in (bij.forward, bij.inverse):
-        jac = _jacobian_matrix(fn, x, event_shape)
+        jac = _jacobian_matrix(fn, x, event_shape).numpy()
         constant = np.allclose(jac[0], jac[1], rtol=1e-9, atol=1e-12)
         assert bij.is_constant_jacobian == constant, (
             f"{name}: is_constant_jacobian={bij.is_constant_jacobian}, but the Jacobian "

@@ -20,45 +20,8 @@ HIDE = ("bottom", "top", "left", "right", "random")
 
 def inpaint(model, x, observed_mask, num_steps=500, step_size=None, noise=1.0,
             clip=(0.0, 1.0), seed=None):
-    """Fills the unobserved entries of `x` by projected gradient ascent on `log p(x)`.
-
-    NICE's inpainting (arXiv 1410.8516, section 5.2): with `H` the missing
-    entries, `x_H <- x_H + a_i (d log p(x) / d x_H + noise * e)`,
-    `e ~ N(0, I)`, `a_i = step_size(i)`, then clipped to `clip`; observed
-    entries never change. The missing entries start from the values `x`
-    holds there: fill them first, with the data mean or noise, never with
-    the values to be recovered.
-
-    The default step, `"default"`, is `0.1 / (100 + i)`, made for data in
-    `[0, 1]`: on scikit-learn's digits (64-64 NICE, 60 epochs, bottom half
-    missing, mean filling to start) it cut the missing pixels' squared
-    error from 0.069 to 0.045 and raised the mean log-likelihood from 52 to
-    85 nats. The paper's `10 / (100 + i)` (`step_size="paper"`), made for
-    its MNIST model, overshoots on data in `[0, 1]`: there it raised the
-    error to 0.25 and lowered the log-likelihood to -416 nats. Watch
-    `log_prob` of the result and scale the step to your model.
-
-    Examples:
-
-    >>> x = test[:4]                                     # data in [0, 1]
-    >>> observed = np.arange(64) < 32                    # the top half is seen
-    >>> start = np.where(observed, x, train.mean(0))     # mean filling
-    >>> filled = model.inpaint(start, observed, num_steps=500)
-
-    Args:
-      x: data, `batch + event_shape`, the missing entries already filled.
-      observed_mask: boolean, broadcastable to `x`; `True` = observed.
-      num_steps: int >= 1.
-      step_size: `None` or `"default"` for `0.1 / (100 + i)`, `"paper"` for
-        `10 / (100 + i)`, a float, or a callable of the step index `i`
-        (0-based).
-      noise: scale of the Gaussian term (0 for plain gradient ascent).
-      clip: `(low, high)` data range, or `None`.
-      seed: int seed of the noise.
-
-    Returns:
-      The inpainted data, a tensor of `x`'s shape.
-    """
+    """`NICE.inpaint` for any model with `log_prob` and `_as_input`: see its docstring
+    for the algorithm, the schedules and the arguments."""
     x = model._as_input(x)
     observed = tf.convert_to_tensor(observed_mask)
     if observed.dtype != tf.bool:
