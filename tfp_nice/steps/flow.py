@@ -1,5 +1,8 @@
 """The one place that says in which order NICE's `f` applies its steps."""
 
+import math
+
+from tfp_nice._validation import check_choice
 from tfp_nice.bijectors import coupling_masks, random_permutation, reverse_permutation
 from tfp_nice.steps.steps import (
     ActNormStep,
@@ -26,13 +29,9 @@ def build_steps(event_shape, num_couplings, hidden_units, partition="odd_even",
     `RescalingStep` (if `rescaling`), started from data to `target_std` when
     `rescaling_init="data"`.
     """
-    if permutation not in PERMUTATIONS:
-        raise ValueError(f"permutation must be one of {PERMUTATIONS}. "
-                         f"Received: permutation={permutation!r}")
-    event_shape = tuple(event_shape)
-    size = 1
-    for d in event_shape:
-        size *= int(d)
+    check_choice(permutation, PERMUTATIONS, "permutation")
+    event_shape = tuple(int(d) for d in event_shape)
+    size = math.prod(event_shape)
     steps = []
     for k, mask in enumerate(coupling_masks(event_shape, num_couplings, partition)):
         step_seed = seed + 1000 * k

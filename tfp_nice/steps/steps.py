@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_nice._validation import check_choice
 from tfp_nice.bijectors import COUPLINGS, ActNorm, LULinear, Permutation, Rescaling
 from tfp_nice.bijectors import lu_linear_init
 from tfp_nice.networks import CouplingMLP
@@ -84,10 +85,7 @@ class CouplingStep(FlowStep):
                  activation="relu", **kwargs):
         super().__init__(event_shape, **kwargs)
         self.mask = np.asarray(mask, dtype=bool).reshape(self.event_shape)
-        if coupling not in COUPLINGS:
-            raise ValueError(f"coupling must be one of {tuple(COUPLINGS)}. "
-                             f"Received: coupling={coupling!r}")
-        self.coupling = coupling
+        self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.network = CouplingMLP(self.hidden_units, int((~self.mask).sum()),
                                    activation=activation, affine=coupling == "affine",
@@ -186,10 +184,7 @@ class RescalingStep(FlowStep):
 
     def __init__(self, event_shape, init="zeros", target_std=1.0, **kwargs):
         super().__init__(event_shape, **kwargs)
-        if init not in self.INITS:
-            raise ValueError(f"rescaling_init must be one of {self.INITS}. "
-                             f"Received: rescaling_init={init!r}")
-        self.init = init
+        self.init = check_choice(init, self.INITS, "rescaling_init")
         self.target_std = np.broadcast_to(np.asarray(target_std, np.float64),
                                           self.event_shape).copy()
         self.log_scale = self._flow_weight("log_scale", self.event_shape, "zeros")
