@@ -1,5 +1,6 @@
-# Set-up, the two commands of the README and `make bench`. Each target creates or reuses the
-# local virtual environment .venv and installs the package into it.
+# Set-up, the two commands of the README, `make bench`, `make docs` and `make dist`. Each
+# target creates or reuses the local virtual environment .venv and installs the package
+# (with the extras it needs) into it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,8 +8,10 @@ STAMP := $(VENV)/.tfp_nice-installed
 
 BENCH_STAMP := $(VENV)/.tfp_nice-bench-installed
 BENCH_ARGS ?= --json benchmarks/results.json
+DOCS_STAMP := $(VENV)/.tfp_nice-docs-installed
+RELEASE_STAMP := $(VENV)/.tfp_nice-release-installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench docs dist clean
 
 run: $(STAMP)
 	$(BIN)/tfp-nice train --out runs/digits --overwrite
@@ -18,6 +21,24 @@ test: $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# The API reference from the docstrings, built strict (a broken reference fails) into runs/site.
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
+
+# The wheel and the sdist in dist/, their metadata checked.
+dist: $(RELEASE_STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+$(RELEASE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[release]"
+	touch $(RELEASE_STAMP)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
@@ -30,4 +51,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache runs/site

@@ -1,3 +1,3 @@
 """The single source of the package version (read by pyproject.toml)."""
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"

@@ -10,6 +10,9 @@ import zipfile
 
 import numpy as np
 
+from tfp_nice._extras import require
+from tfp_nice._fs import follow_umask
+
 __all__ = ["DIGITS_LEVELS", "MNIST_LEVELS", "download_mnist", "load_digits", "load_mnist",
            "read_idx"]
 
@@ -35,10 +38,13 @@ def load_digits(as_images=False):
 
     Returns:
       `(x, labels)`: `x` of dtype int64, `labels` of shape `(n,)`.
-    """
-    from sklearn.datasets import load_digits as _sklearn_digits
 
-    bunch = _sklearn_digits()
+    Raises:
+      MissingExtraError: (an `ImportError`) if scikit-learn, which ships the
+        digits, is not installed; it comes with `pip install "tfp_nice[cli]"`.
+    """
+    datasets = require("sklearn.datasets", "the digits data set (scikit-learn's)")
+    bunch = datasets.load_digits()
     x = bunch.images.astype(np.int64)
     x = x.reshape(-1, 8, 8, 1) if as_images else x.reshape(len(x), 64)
     return x, bunch.target.astype(np.int64)
@@ -152,6 +158,7 @@ def download_mnist(directory, split="train", base_url=MNIST_URL, timeout=60):
         target = directory / name
         if not target.is_file():
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+            follow_umask(tmp)  # mkstemp makes it private to its owner
             try:
                 with os.fdopen(fd, "wb") as out, \
                         urllib.request.urlopen(base_url + name, timeout=timeout) as response:
