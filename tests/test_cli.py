@@ -195,7 +195,7 @@ def test_existing_out_without_overwrite(capsys, existing_out):
 
 
 def test_failure_while_writing_leaves_out_as_it_was(capsys, existing_out, monkeypatch):
-    cli_main = importlib.import_module("tfp_nice.cli.main")
+    cli_main = importlib.import_module("tfp_nice.cli.commands")
 
     def crash(*args, **kwargs):
         raise FileNotFoundError("simulated: the disk went away")

@@ -1,4 +1,9 @@
-"""Writing folders atomically: build beside the target, then rename into place."""
+"""Writing folders atomically: build beside the target, then rename into place.
+
+Temporary files and folders start private to their owner (0600/0700); what is
+renamed into place gets the mode a plain `open`/`mkdir` would have given it, so
+outputs follow the user's umask.
+"""
 
 import contextlib
 import os
@@ -6,7 +11,19 @@ import pathlib
 import shutil
 import tempfile
 
-__all__ = ["staged_dir"]
+__all__ = ["follow_umask", "staged_dir"]
+
+
+def _umask():
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path):
+    """Gives `path` the mode a new file or folder gets under the current umask."""
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~_umask())
 
 
 def _replace(new, target):
@@ -39,6 +56,7 @@ def staged_dir(target, overwrite=False):
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        follow_umask(tmp)
         yield tmp
         _replace(tmp, target)
     finally:

@@ -8,9 +8,9 @@ consecutive couplings.
 
 import numpy as np
 
-__all__ = ["PARTITIONS", "partition_mask", "check_mask"]
+from tfp_nice._choices import PARTITIONS
 
-PARTITIONS = ("halves", "odd_even", "checkerboard", "channel")
+__all__ = ["PARTITIONS", "partition_mask", "check_mask"]
 
 
 def check_mask(mask, event_shape=None):

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow_probability as tfp
 
+from tfp_nice._choices import COUPLING_KINDS
 from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
 from tfp_nice.bijectors.affine_coupling import AffineCoupling
 from tfp_nice.bijectors.masks import check_mask, partition_mask
@@ -12,7 +13,7 @@ tfb = tfp.bijectors
 
 __all__ = ["COUPLINGS", "coupling_masks", "generator", "nice_bijector"]
 
-COUPLINGS = {"additive": AdditiveCoupling, "affine": AffineCoupling}
+COUPLINGS = dict(zip(COUPLING_KINDS, (AdditiveCoupling, AffineCoupling)))
 
 
 def coupling_masks(event_shape, num_couplings, partition="odd_even"):

@@ -1,4 +1,4 @@
-"""`tfp-nice`: train, sample from and evaluate NICE flows from the command line."""
+"""The commands of `tfp-nice` (imported once the arguments are parsed: TensorFlow loads here)."""
 
 import json
 import math
@@ -6,7 +6,6 @@ import os
 import pathlib
 import platform
 import shutil
-import sys
 import time
 
 import keras
@@ -18,7 +17,6 @@ from tfp_nice._fs import staged_dir
 from tfp_nice._version import __version__
 from tfp_nice.cli import plots
 from tfp_nice.cli.inputs import InputError, load_dataset, load_model
-from tfp_nice.cli.parser import build_parser
 from tfp_nice.cli.resume import EpochBackup, latest_backup, read_history
 from tfp_nice.data import bits_per_dim, train_test_split
 from tfp_nice.export import export_saved_model
@@ -26,7 +24,7 @@ from tfp_nice.models import NICE
 from tfp_nice.models.inpainting import hidden_mask
 from tfp_nice.models.training import TrainingDataError
 
-EXIT_BAD_INPUT = 2
+__all__ = ["COMMANDS"]
 
 
 def _versions():
@@ -59,6 +57,7 @@ def _scores(model, x, batch_size):
 
 
 def train(args):
+    plots.check_available()  # before any work: say now if matplotlib is missing
     dataset = load_dataset(args.data, args.num_points, args.num_levels, args.seed)
     out = pathlib.Path(args.out or os.path.join("runs", dataset.name))
     if out.exists() and not args.overwrite:
@@ -140,8 +139,8 @@ def train(args):
             plots.scatter_pair(test_x if len(test_x) else train_x, samples, tmp / "samples.png")
             plots.density_map(lambda g: model.log_prob(g).numpy(), dataset.x, tmp / "density.png")
         elif dataset.image_shape is not None:
-            plots.image_grid(samples.reshape(len(samples), -1), dataset.image_shape,
-                             tmp / "samples.png")
+            plots.samples_picture(samples.reshape(len(samples), -1), dataset.image_shape,
+                                  tmp / "samples.png")
 
     if args.resume:
         shutil.rmtree(backup, ignore_errors=True)
@@ -162,6 +161,7 @@ def _write_npy(path, array):
 
 
 def sample(args):
+    plots.check_available()  # before any work: say now if matplotlib is missing
     out = pathlib.Path(args.out)
     if out.suffix != ".npy":
         raise InputError(f"--out must end in .npy, got {out}.")
@@ -212,6 +212,7 @@ def evaluate(args):
 
 
 def inpaint(args):
+    plots.check_available()  # before any work: say now if matplotlib is missing
     out = pathlib.Path(args.out)
     if out.suffix != ".npy":
         raise InputError(f"--out must end in .npy, got {out}.")
@@ -245,24 +246,10 @@ def inpaint(args):
     }
     if dataset.image_shape is not None:
         rows = np.concatenate([x, np.where(observed, x, 0.0), filled], axis=0)
-        plots.image_grid(rows, dataset.image_shape, out.with_suffix(".png"),
-                         columns=len(x))
+        plots.image_grid(rows, dataset.image_shape, out.with_suffix(".png"), columns=len(x),
+                         title="rows: original, observed part, inpainted")
     print(json.dumps(report))
     return 0
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = {"train": train, "sample": sample, "evaluate": evaluate,
-               "inpaint": inpaint}[args.command]
-    try:
-        return command(args)
-    except (InputError, FileNotFoundError, FileExistsError) as err:
-        print(f"tfp-nice {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+COMMANDS = {"train": train, "sample": sample, "evaluate": evaluate, "inpaint": inpaint}

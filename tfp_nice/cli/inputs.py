@@ -1,13 +1,16 @@
-"""Turning the command line's `--data` and `MODEL` arguments into arrays and models."""
+"""Turning the command line's `--data` and `MODEL` arguments into arrays and models.
+
+Reading data needs numpy alone; TensorFlow is imported only to load a model.
+"""
 
 import dataclasses
 import json
 import math
 import pathlib
+import re
+import warnings
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from tfp_nice.data import (
     DIGITS_LEVELS,
@@ -16,8 +19,6 @@ from tfp_nice.data import (
     load_digits,
     load_mnist,
 )
-from tfp_nice.models import NICE  # noqa: F401 - registered for keras.models.load_model
-
 BUILTIN_DATA = ("digits",) + tuple(TOY_DATASETS)
 
 
@@ -57,6 +58,39 @@ def _from_integers(raw, num_levels, seed, source):
         raise InputError(f"{source}: {err}") from err
 
 
+_RAGGED = re.compile(r"number of columns changed from (\d+) to (\d+) at row (\d+)")
+
+
+def _loadtxt(path, skiprows):
+    """numpy's CSV reader, its errors told in the CLI's terms (line numbers of the file)."""
+    try:
+        with warnings.catch_warnings():  # an empty file is reported below, not as a warning
+            warnings.filterwarnings("ignore", message=".*input contained no data")
+            return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=skiprows)
+    except ValueError as err:
+        ragged = _RAGGED.search(str(err))
+        if ragged:
+            before, now, row = (int(g) for g in ragged.groups())
+            raise InputError(f"{path}: line {row + skiprows} has {now} values but the lines "
+                             f"before it have {before}; every line needs the same number "
+                             "of comma-separated values.") from None
+        raise
+
+
+def _read_csv(path):
+    """Numbers separated by commas, one example per line, with at most one header line."""
+    try:
+        x = _loadtxt(path, 0)
+    except ValueError:
+        try:
+            x = _loadtxt(path, 1)  # a header line
+        except ValueError as err:
+            raise InputError(f"{path} is not a numeric CSV file: {err}") from None
+    if x.size == 0:
+        raise InputError(f"{path} holds no rows of numbers (an empty CSV file).")
+    return x
+
+
 def _read_array(path):
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -65,13 +99,7 @@ def _read_array(path):
         except (ValueError, OSError) as err:
             raise InputError(f"{path} is not a readable .npy file: {err}") from err
     if suffix == ".csv":
-        try:
-            return np.loadtxt(path, delimiter=",", ndmin=2), None
-        except ValueError:
-            try:
-                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1), None
-            except ValueError as err:
-                raise InputError(f"{path} is not a numeric CSV file: {err}") from err
+        return _read_csv(path), None
     try:
         images, _ = load_mnist(path)
     except ValueError as err:
@@ -94,6 +122,9 @@ def load_dataset(spec, num_points=10000, num_levels=None, seed=0, float_levels=T
     if spec in TOY_DATASETS:
         return Dataset(spec, TOY_DATASETS[spec](num_points, seed=seed), None, None)
     path = pathlib.Path(spec)
+    if path.is_dir():
+        raise InputError(f"--data {spec} is a folder; give a data file (.npy, .csv, .npz "
+                         "or MNIST IDX) or one of " + ", ".join(BUILTIN_DATA) + ".")
     if not path.is_file():
         raise InputError(
             f"--data {spec}: no such file, and not one of {', '.join(BUILTIN_DATA)}."
@@ -132,6 +163,11 @@ def load_model(path):
     Returns `(kind, model_or_loaded, info)` where `info` holds `event_shape`
     and `num_levels`.
     """
+    import keras
+    import tensorflow as tf
+
+    from tfp_nice.models import NICE  # noqa: F401 - registered for keras.models.load_model
+
     path = pathlib.Path(path)
     if not path.exists():
         raise InputError(f"No model at {path}.")

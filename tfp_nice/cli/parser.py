@@ -2,11 +2,10 @@
 
 import argparse
 
+from tfp_nice._choices import COUPLING_KINDS, HIDE, PARTITIONS, PERMUTATIONS
 from tfp_nice._validation import check_int, check_positive_float
 from tfp_nice._version import __version__
-from tfp_nice.bijectors.masks import PARTITIONS
 from tfp_nice.cli.inputs import BUILTIN_DATA
-from tfp_nice.models.inpainting import HIDE
 
 __all__ = ["build_parser"]
 
@@ -65,12 +64,12 @@ def build_parser():
     train.add_argument("--partition", default="odd_even", choices=list(PARTITIONS),
                        help="how each coupling splits an example (default: odd_even, NICE's); "
                             "checkerboard and channel keep image data in their shape")
-    train.add_argument("--coupling", default="additive", choices=["additive", "affine"],
+    train.add_argument("--coupling", default="additive", choices=list(COUPLING_KINDS),
                        help="additive (NICE) or affine (RealNVP) couplings")
     train.add_argument("--actnorm", action="store_true",
                        help="an ActNorm before each coupling, started from the first batch")
     train.add_argument("--permutation", default="none",
-                       choices=["none", "reverse", "random", "lu"],
+                       choices=["none" if p is None else p for p in PERMUTATIONS],
                        help="a permutation (or a learned LU linear map) before each coupling")
     train.add_argument("--rescaling-init", default="data", choices=["data", "zeros"],
                        help="start of the rescaling's log-scales: from the first batch (data) "

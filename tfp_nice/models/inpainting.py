@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from tfp_nice._choices import HIDE
 from tfp_nice._validation import check_choice, check_int, check_positive_float
 
 __all__ = ["HIDE", "SCHEDULES", "hidden_mask", "inpaint"]
@@ -15,7 +16,6 @@ SCHEDULES = {
     # NICE's own (arXiv 1410.8516, section 5.2); it overshoots on data in [0, 1].
     "paper": lambda i: 10.0 / (100.0 + i),
 }
-HIDE = ("bottom", "top", "left", "right", "random")
 
 
 def inpaint(model, x, observed_mask, num_steps=500, step_size=None, noise=1.0,

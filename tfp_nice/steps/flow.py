@@ -2,6 +2,7 @@
 
 import math
 
+from tfp_nice._choices import PERMUTATIONS
 from tfp_nice._validation import check_choice
 from tfp_nice.bijectors import coupling_masks, random_permutation, reverse_permutation
 from tfp_nice.steps.steps import (
@@ -13,8 +14,6 @@ from tfp_nice.steps.steps import (
 )
 
 __all__ = ["PERMUTATIONS", "build_steps"]
-
-PERMUTATIONS = (None, "reverse", "random", "lu")
 
 
 def build_steps(event_shape, num_couplings, hidden_units, partition="odd_even",

@@ -1,0 +1,10 @@
+"""The names users choose among (partitions, couplings, permutations, inpainting masks).
+
+They live here, away from TensorFlow, so that the command line can offer them in its
+`--help` without importing TensorFlow; the modules that act on them import them from here.
+"""
+
+PARTITIONS = ("halves", "odd_even", "checkerboard", "channel")
+COUPLING_KINDS = ("additive", "affine")
+PERMUTATIONS = (None, "reverse", "random", "lu")
+HIDE = ("bottom", "top", "left", "right", "random")
