@@ -16,6 +16,10 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
 )
 
+# A script test_distributed.py runs in subprocesses: importing it (as --doctest-modules
+# would) starts a worker.
+collect_ignore = ["multiworker_worker.py"]
+
 _WORST = {}
 _NUMBERS = {}
 

@@ -23,6 +23,16 @@ class ActNorm(Rescaling):
     `forward` on a first batch: `b = -mean(x)`, `s = -log(std(x))`) is made by
     the model that owns the variables (`tfp_nice.NICE(actnorm=True)`); the
     bijector only computes.
+
+    Examples:
+        >>> import numpy as np
+        >>> import tfp_nice as tn
+        >>> b = tn.ActNorm(log_scale=np.float32([0.0, np.log(2.0)]),
+        ...                shift=np.float32([1.0, -1.0]))
+        >>> b.forward(np.float32([[1.0, 3.0]])).numpy()  # (x + b) * exp(s)
+        array([[2., 4.]], dtype=float32)
+        >>> b.forward_log_det_jacobian(np.float32([[1.0, 3.0]]), event_ndims=1).numpy()
+        array([0.6931472], dtype=float32)
     """
 
     def __init__(self, log_scale, shift, validate_args=False, name="actnorm"):

@@ -31,6 +31,17 @@ class Permutation(tfb.Bijector):
     Events of any shape are flattened in row-major order, permuted, and put
     back into `event_shape`. The direction does not matter for its meaning:
     placed between couplings it lets every entry meet every other.
+
+    Examples:
+        >>> import numpy as np
+        >>> import tfp_nice as tn
+        >>> b = tn.Permutation(tn.reverse_permutation(4), event_shape=(4,))
+        >>> b.forward(np.float32([[1.0, 2.0, 3.0, 4.0]])).numpy()
+        array([[4., 3., 2., 1.]], dtype=float32)
+        >>> b = tn.Permutation([2, 0, 1, 3], event_shape=(2, 2))  # events of any shape
+        >>> b.forward(np.float32([[[1.0, 2.0], [3.0, 4.0]]])).numpy()
+        array([[[3., 1.],
+                [2., 4.]]], dtype=float32)
     """
 
     def __init__(self, permutation, event_shape, validate_args=False, name="permutation"):

@@ -52,6 +52,21 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
     is clipped to `+-40` in float32 (`+-300` in float64) before use, in the map
     and the log-det alike, so the map stays finite for inputs up to about 1e21
     and the log-det stays exact for the values used.
+
+    Examples:
+        Scale by 2, 3 and 1; the log-det is `log 2 + log 3 + 0 = log 6`:
+
+        >>> import numpy as np
+        >>> import tfp_nice as tn
+        >>> b = tn.Rescaling(np.log([2.0, 3.0, 1.0]).astype("float32"))
+        >>> x = np.float32([[1.0, 1.0, 1.0], [0.5, -1.0, 4.0]])
+        >>> b.forward(x).numpy()
+        array([[ 2.,  3.,  1.],
+               [ 1., -3.,  4.]], dtype=float32)
+        >>> b.forward_log_det_jacobian(x, event_ndims=1).numpy()  # one per example
+        array([1.7917595, 1.7917595], dtype=float32)
+        >>> np.allclose(b.inverse(b.forward(x)), x)
+        True
     """
 
     def __init__(self, log_scale, validate_args=False, name="rescaling"):

@@ -9,8 +9,9 @@ def gaussian_log_likelihood(train, test, covariance="full"):
     """Per-example log-likelihood of `test` under the ML Gaussian fitted to `train`.
 
     Args:
-      train, test: arrays `(n, ...)`; everything after the first axis is
-        flattened into one vector per example.
+      train: array `(n, ...)` the Gaussian is fitted to; everything after the
+        first axis is flattened into one vector per example.
+      test: array `(m, ...)` of the same example shape, to be scored.
       covariance: `"full"` or `"diag"`.
 
     Returns:

@@ -64,6 +64,28 @@ class NICE(keras.Model):
     nats, plus any regulariser), `nll` (mean NLL in nats per example) and
     `bits_per_dim` (with the dequantization constant `D log num_levels` when
     `num_levels` is set, see `tfp_nice.data.bits_per_dim`).
+
+    Examples:
+        Train on two moons, then score, sample, encode and export:
+
+        >>> import tempfile
+        >>> import keras
+        >>> import tfp_nice as tn
+        >>> x = tn.data.two_moons(1024, seed=0)
+        >>> model = tn.NICE(event_shape=(2,), num_couplings=4, hidden_units=(32, 32),
+        ...                 seed=0)
+        >>> model.compile(keras.optimizers.Adam(1e-3))
+        >>> history = model.fit(x, epochs=3, batch_size=128, verbose=0)
+        >>> sorted(history.history)
+        ['bits_per_dim', 'loss', 'nll']
+        >>> model.log_prob(x[:4]).shape
+        TensorShape([4])
+        >>> model.sample(8, seed=1).shape
+        TensorShape([8, 2])
+        >>> z = model.encode(x[:4])  # f: data -> latent; decode is its inverse
+        >>> bool(keras.ops.all(keras.ops.abs(model.decode(z) - x[:4]) < 1e-4))
+        True
+        >>> folder = model.export(tempfile.mkdtemp() + "/nice")  # served by TensorFlow alone
     """
 
     def __init__(
@@ -357,13 +379,6 @@ class NICE(keras.Model):
         error to 0.25 and lowered the log-likelihood to -416 nats. Watch
         `log_prob` of the result and scale the step to your model.
 
-        Examples:
-
-        >>> x = test[:4]                                     # data in [0, 1]
-        >>> observed = np.arange(64) < 32                    # the top half is seen
-        >>> start = np.where(observed, x, train.mean(0))     # mean filling
-        >>> filled = model.inpaint(start, observed, num_steps=500)
-
         Args:
           x: data, `batch + event_shape`, the missing entries already filled.
           observed_mask: boolean, broadcastable to `x`; `True` = observed.
@@ -377,6 +392,22 @@ class NICE(keras.Model):
 
         Returns:
           The inpainted data, a tensor of `x`'s shape.
+
+        Examples:
+            Given the first coordinate of two-moons points, fill in the second:
+
+            >>> import keras
+            >>> import numpy as np
+            >>> import tfp_nice as tn
+            >>> x = tn.data.two_moons(1024, seed=0)
+            >>> model = tn.NICE((2,), hidden_units=(32, 32), seed=0)
+            >>> model.compile(keras.optimizers.Adam(1e-3))
+            >>> _ = model.fit(x, epochs=2, batch_size=128, verbose=0)
+            >>> observed = np.array([True, False])               # x_1 is seen
+            >>> start = np.where(observed, x[:4], x.mean(0))     # mean filling to start
+            >>> filled = model.inpaint(start, observed, num_steps=50, noise=0.0, clip=None)
+            >>> np.array_equal(filled.numpy()[:, 0], x[:4, 0])   # what is seen stays
+            True
         """
         return inpainting.inpaint(self, x, observed_mask, num_steps=num_steps,
                                   step_size=step_size, noise=noise, clip=clip, seed=seed)
