@@ -182,7 +182,8 @@ def sample(args):
     image_shape = info["event_shape"] if len(info["event_shape"]) == 3 else (
         (math.isqrt(d),) * 2 if math.isqrt(d) ** 2 == d and d > 4 else None)
     png = out.with_suffix(".png")
-    drew = plots.samples_picture(flat, image_shape, png)
+    drew = plots.samples_picture(flat, image_shape, png,
+                                 title=f"samples at temperature {args.temperature:g}")
     print(f"wrote {len(x)} samples of shape {tuple(x.shape[1:])} to {out}"
           + (f" and {png}" if drew else ""))
     return 0
