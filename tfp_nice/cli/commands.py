@@ -152,6 +152,15 @@ def train(args):
     return 0
 
 
+def _npy_out(path):
+    """`--out` of `sample` and `inpaint`, checked (with matplotlib for its PNG) before any work."""
+    plots.check_available()
+    out = pathlib.Path(path)
+    if out.suffix != ".npy":
+        raise InputError(f"--out must end in .npy, got {out}.")
+    return out
+
+
 def _write_npy(path, array):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -161,10 +170,7 @@ def _write_npy(path, array):
 
 
 def sample(args):
-    plots.check_available()  # before any work: say now if matplotlib is missing
-    out = pathlib.Path(args.out)
-    if out.suffix != ".npy":
-        raise InputError(f"--out must end in .npy, got {out}.")
+    out = _npy_out(args.out)
     kind, model, info = load_model(args.model)
 
     if kind == "keras":
@@ -213,10 +219,7 @@ def evaluate(args):
 
 
 def inpaint(args):
-    plots.check_available()  # before any work: say now if matplotlib is missing
-    out = pathlib.Path(args.out)
-    if out.suffix != ".npy":
-        raise InputError(f"--out must end in .npy, got {out}.")
+    out = _npy_out(args.out)
     kind, model, info = load_model(args.model)
     if kind != "keras":
         raise InputError("inpaint needs a model.keras file: a SavedModel serves no gradients.")
