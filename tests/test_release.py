@@ -194,6 +194,18 @@ def test_library_and_cli_without_scikit_learn_and_matplotlib(tmp_path):
     assert "extras imported: []" in out
 
 
+def test_a_missing_extra_is_named_before_tensorflow_loads():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_EXTRAS + textwrap.dedent("""
+        from tfp_nice.cli.main import main
+        status = main(["sample", "model.keras"])
+        print("status", status, "tensorflow imported:", "tensorflow" in sys.modules)
+    """)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "status 2 tensorflow imported: False" in proc.stdout, proc.stderr
+    assert proc.stderr == ("tfp-nice sample: error: drawing tfp-nice's plots needs matplotlib, "
+                           "which is not installed: pip install 'tfp_nice[cli]'\n")
+
+
 # ---- file modes -----------------------------------------------------------------------
 
 @contextlib.contextmanager

@@ -57,7 +57,6 @@ def _scores(model, x, batch_size):
 
 
 def train(args):
-    plots.check_available()  # before any work: say now if matplotlib is missing
     dataset = load_dataset(args.data, args.num_points, args.num_levels, args.seed)
     out = pathlib.Path(args.out or os.path.join("runs", dataset.name))
     if out.exists() and not args.overwrite:
@@ -153,8 +152,7 @@ def train(args):
 
 
 def _npy_out(path):
-    """`--out` of `sample` and `inpaint`, checked (with matplotlib for its PNG) before any work."""
-    plots.check_available()
+    """`--out` of `sample` and `inpaint`, checked before any work."""
     out = pathlib.Path(path)
     if out.suffix != ".npy":
         raise InputError(f"--out must end in .npy, got {out}.")

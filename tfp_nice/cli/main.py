@@ -12,6 +12,7 @@ import os
 import sys
 
 from tfp_nice._extras import MissingExtraError
+from tfp_nice.cli import plots
 from tfp_nice.cli.inputs import InputError
 from tfp_nice.cli.parser import build_parser
 
@@ -50,9 +51,15 @@ def _load_tensorflow_quietly():
         tf.config.list_physical_devices()  # probes CUDA now, not in the first step
 
 
+# The commands that draw pictures (matplotlib, the cli extra): checked before TensorFlow loads.
+_DRAWING = ("train", "sample", "inpaint")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.command in _DRAWING:
+            plots.check_available()
         _load_tensorflow_quietly()
         from tfp_nice.cli.commands import COMMANDS
 
