@@ -172,6 +172,31 @@ def test_fit_on_a_tf_data_dataset_trains_like_the_same_batches_as_arrays():
         np.testing.assert_allclose(w.numpy(), r.numpy(), rtol=1e-4, atol=1e-6)
 
 
+class CountingNICE(tn.NICE):
+    """Counts the Python calls of the loss: one per trace of Keras's training step."""
+
+    traces = 0
+
+    def compute_loss(self, *args, **kwargs):
+        type(self).traces += 1
+        return super().compute_loss(*args, **kwargs)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_fit_traces_its_training_step_once(optimizer):
+    # Keras builds the optimizer in the first trace; its new variables made TF trace the
+    # whole step a second time (half of a small model's start-up).
+    CountingNICE.traces = 0
+    model = CountingNICE((6,), num_couplings=4, hidden_units=(16, 16))
+    model.compile(optimizer)
+    history = model.fit(data(128), epochs=2, batch_size=32, verbose=0)
+    assert CountingNICE.traces == 1
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert int(model.optimizer.iterations) == 8
+    model.fit(data(64), epochs=1, batch_size=32, verbose=0)  # the traced step is reused
+    assert CountingNICE.traces == 1
+
+
 def _epochs_of(dataset, num_epochs, num_batches):
     batches = [b.numpy() for b in dataset.take(num_epochs * num_batches)]
     return [batches[k * num_batches:(k + 1) * num_batches] for k in range(num_epochs)]

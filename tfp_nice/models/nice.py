@@ -262,7 +262,17 @@ class NICE(keras.Model):
             kwargs["steps_per_epoch"] = -(-len(x) // batch_size)
             x = epoch_batches(x, batch_size, kwargs.pop("shuffle", True))
             batch_size, kwargs["shuffle"] = None, False  # the pipeline shuffles itself
+        self._build_optimizer()
         return super().fit(x, y, batch_size, *args, callbacks=callbacks, **kwargs)
+
+    def _build_optimizer(self):
+        # Without a distribution strategy Keras builds the optimizer inside the first trace
+        # of its train function; creating variables there makes tf.function trace the whole
+        # step twice. Built here (as Keras does under a strategy), `fit` traces once.
+        if (self.optimizer is not None and not self.optimizer.built
+                and all(layer.built for layer in self._flatten_layers())):
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     @property
     def flow_dtype(self):
