@@ -1,0 +1,51 @@
+"""The rescaling study's statistics and run cache (the study itself runs in CI's quick mode)."""
+
+import importlib.util
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+STUDY = pathlib.Path(__file__).resolve().parents[1] / "examples" / "rescaling_study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    if not STUDY.is_file():
+        pytest.skip("examples/rescaling_study.py is not here")
+    spec = importlib.util.spec_from_file_location("rescaling_study", STUDY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_is_the_mean_sd_and_t_interval_by_hand(study):
+    s = study.summary([1.0, 2.0, 3.0, 4.0, 5.0, None, float("nan")])
+    assert s["n"] == 5
+    assert s["mean"] == pytest.approx(3.0)
+    assert s["std"] == pytest.approx(math.sqrt(2.5))  # sample sd (n - 1)
+    # t quantile 0.975 with 4 degrees of freedom, from a table: 2.7764
+    assert s["ci"] == pytest.approx(2.7764 * math.sqrt(2.5) / math.sqrt(5), rel=1e-4)
+    # three seeds: t(0.975, 2) = 4.3027
+    s3 = study.summary([2.0, 4.0, 9.0])
+    assert s3["ci"] == pytest.approx(4.3027 * np.std([2, 4, 9], ddof=1) / math.sqrt(3), rel=1e-4)
+
+
+def test_summary_of_one_or_no_finite_value(study):
+    one = study.summary([float("inf"), 2.5])
+    assert one["n"] == 1 and one["mean"] == 2.5 and math.isnan(one["std"])
+    assert study.fmt(one) == "2.500"
+    none = study.summary([None, float("nan")])
+    assert none["n"] == 0 and study.fmt(none) == "diverged"
+
+
+def test_a_run_is_cached_under_everything_that_defines_it(study):
+    cfg = study.QUICK
+    a = study.base_spec(cfg, "digits", "NICE", study.NVP, 0)
+    assert study.spec_key(a) == study.spec_key(dict(reversed(list(a.items()))))
+    for change in ({"seed": 1}, {"arch": study.VP}, {"epochs": a["epochs"] + 1},
+                   {"beta_2": 0.01}, {"hidden": [8]}):
+        assert study.spec_key({**a, **change}) != study.spec_key(a), change
+    assert study.spec_key(study.base_spec(study.FULL, "digits", "NICE", study.NVP, 0)) \
+        != study.spec_key(a)
