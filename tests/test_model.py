@@ -622,3 +622,62 @@ def test_log_prob_far_from_the_data_is_finite(prior, kwargs):
     log_p = model.log_prob(far).numpy()
     assert np.all(np.isfinite(log_p)), log_p
     assert np.all(log_p < model.log_prob(data(3)).numpy().min())
+
+
+# ---- fresh dequantization every epoch ---------------------------------------------------
+
+
+def _epochs(dataset, n):
+    return [np.concatenate([b.numpy() for b in dataset]) for _ in range(n)]
+
+
+def test_dequantized_batches_are_fresh_noise_over_every_row_each_epoch():
+    levels, n = 17, 17 * 17
+    rows = np.stack([np.arange(n) % levels, np.arange(n) // levels,
+                     (np.arange(n) * 7) % levels], axis=1).astype(np.uint8)
+    sizes = [int(b.shape[0]) for b in tn.dequantized_batches(rows, levels, 64, seed=3)]
+    assert sizes == [64] * 4 + [33]
+    first, second = _epochs(tn.dequantized_batches(rows, levels, batch_size=64, seed=3), 2)
+    for epoch in (first, second):
+        assert epoch.dtype == np.float32
+        ints = np.floor(epoch * levels).astype(int)
+        frac = epoch * levels - ints
+        assert np.all((frac >= 0) & (frac < 1))
+        # every row exactly once per epoch (rows are told apart by their first two values)
+        ids = ints[:, 0] + levels * ints[:, 1]
+        np.testing.assert_array_equal(np.sort(ids), np.arange(n))
+        np.testing.assert_array_equal(ints, rows[ids])
+        assert abs(frac.mean() - 0.5) < 0.03 and abs(frac.var() - 1 / 12) < 0.01
+    assert not np.array_equal(np.floor(first * levels), np.floor(second * levels))  # reshuffled
+    by_row = [e[np.argsort(np.floor(e[:, 0] * levels) + levels * np.floor(e[:, 1] * levels))]
+              for e in (first, second)]
+    assert np.mean(by_row[0] == by_row[1]) < 0.01  # new noise for the same entries
+    again = _epochs(tn.dequantized_batches(rows, levels, batch_size=64, seed=3), 2)
+    np.testing.assert_array_equal(again[0], first)
+    np.testing.assert_array_equal(again[1], second)
+    unseeded = _epochs(tn.dequantized_batches(rows, levels, batch_size=64), 1)[0]
+    assert not np.array_equal(unseeded, first)
+
+
+def test_fit_on_dequantized_batches_trains_and_starts_from_the_data():
+    rows = np.random.default_rng(0).integers(0, 17, size=(256, 6))
+    model = small_model()
+    model.compile(keras.optimizers.Adam(1e-2))
+    history = model.fit(tn.dequantized_batches(rows, 17, 64, seed=0), epochs=3, verbose=0)
+    assert int(model.data_initialized) == 1
+    loss = history.history["loss"]
+    assert len(loss) == 3 and np.all(np.isfinite(loss)) and loss[-1] < loss[0]
+
+
+@pytest.mark.parametrize("x, levels, batch, message", [
+    (np.array([[0.5, 1.0]]), 4, 2, r"whole numbers in \[0, 3\]; got 0.5 at index \(0, 0\)"),
+    (np.array([[1, 4]]), 4, 2, r"whole numbers in \[0, 3\]; got 4 at index \(0, 1\)"),
+    (np.array([[1, -1]]), 4, 2, r"got -1 at index \(0, 1\)"),
+    (np.zeros((0, 2)), 4, 2, "empty array"),
+    (np.zeros((3, 2)), 1, 2, "num_levels"),
+    (np.zeros((3, 2)), 4, 0, "batch_size must be an int >= 1; got 0"),
+    (np.zeros((3, 2)), 4, 2.0, "batch_size must be an int >= 1; got 2.0"),
+])
+def test_dequantized_batches_refuses_bad_input(x, levels, batch, message):
+    with pytest.raises(ValueError, match=message):
+        tn.dequantized_batches(x, levels, batch)

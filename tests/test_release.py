@@ -3,6 +3,7 @@ line, outputs that follow the umask, messages in the CLI's terms, labelled plots
 
 import contextlib
 import gzip
+import importlib
 import importlib.metadata
 import json
 import os
@@ -92,6 +93,26 @@ def test_import_is_lazy_and_every_name_loads_on_first_use():
     assert "after import: False" in proc.stdout, proc.stderr
     assert "after a name: True" in proc.stdout
     assert "all bound: True" in proc.stdout
+
+
+def test_the_lazy_name_list_and_what_static_tools_see_agree():
+    # `_NAMES` drives the lazy import; the TYPE_CHECKING block is what type checkers and the
+    # API reference read. A name added to one and not the other must fail here.
+    import ast
+
+    source = pathlib.Path(tn.__file__).read_text()
+    tree = ast.parse(source)
+    block = next(node for node in tree.body if isinstance(node, ast.If)
+                 and getattr(node.test, "id", None) == "TYPE_CHECKING")
+    static = {}
+    for node in block.body:
+        for alias in node.names:
+            static[alias.asname or alias.name] = node.module
+    names = tn._NAMES
+    assert set(static) == set(names) | set(tn._SUBPACKAGES)
+    for name, module in names.items():
+        assert static[name] == module, name
+        assert getattr(importlib.import_module(module), name) is getattr(tn, name)
 
 
 def test_keras_finds_the_classes_after_import_tfp_nice(tmp_path):

@@ -13,6 +13,24 @@ def _check_levels(num_levels):
     return check_int(num_levels, "num_levels", minimum=2)
 
 
+def check_levels_data(x, num_levels, who):
+    """`x` as an array after checking it holds whole numbers in `[0, num_levels - 1]`."""
+    _check_levels(num_levels)
+    x = np.asarray(x)
+    if x.size == 0:
+        raise ValueError(f"{who} got an empty array.")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"{who} needs numeric data, got dtype {x.dtype}.")
+    bad = ~np.isfinite(x) | (x != np.round(x)) | (x < 0) | (x > num_levels - 1)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{who} needs whole numbers in [0, {num_levels - 1}]; "
+            f"got {x[index].item()!r} at index {index}."
+        )
+    return x
+
+
 def dequantize(x, num_levels, seed=None, dtype="float32"):
     """Maps integer data in `{0, ..., num_levels - 1}` to `(x + u) / num_levels`.
 
@@ -31,19 +49,7 @@ def dequantize(x, num_levels, seed=None, dtype="float32"):
       ValueError: for a bad `num_levels`, non-integer values, or values out
         of range (the message gives the first offending index).
     """
-    _check_levels(num_levels)
-    x = np.asarray(x)
-    if x.size == 0:
-        raise ValueError("dequantize got an empty array.")
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise ValueError(f"dequantize needs numeric data, got dtype {x.dtype}.")
-    bad = ~np.isfinite(x) | (x != np.round(x)) | (x < 0) | (x > num_levels - 1)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"dequantize needs whole numbers in [0, {num_levels - 1}]; "
-            f"got {x[index]!r} at index {index}."
-        )
+    x = check_levels_data(x, num_levels, "dequantize")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     return ((x + rng.random(x.shape)) / num_levels).astype(dtype)
 

@@ -7,8 +7,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_nice.data.quantization import check_levels_data
+
 __all__ = ["StopOnNonFiniteLoss", "TrainingDataError", "can_stream", "check_training_data",
-           "epoch_batches", "first_batch"]
+           "dequantized_batches", "epoch_batches", "first_batch"]
 
 
 class TrainingDataError(ValueError):
@@ -63,6 +65,44 @@ def epoch_batches(x, batch_size, shuffle=True):
         tf.data.experimental.ExternalStatePolicy.IGNORE)
     dataset = tf.data.Dataset.range(1).repeat().flat_map(one_epoch).prefetch(2)
     return dataset.with_options(options)
+
+
+def dequantized_batches(x, num_levels, batch_size, seed=None):
+    """Batches of discrete data dequantized afresh every epoch: `(x + u) / num_levels`.
+
+    A `tf.data.Dataset` for `fit(dataset, epochs=...)`: each pass (epoch) is a
+    new shuffle of the rows of `x` cut into batches (the last one partial), and
+    every entry gets new uniform noise `u` in `[0, 1)`, so a flow never sees
+    the same real-valued copy of an image twice. `dequantize` draws the noise
+    once; fresh noise each epoch is what NICE's bound
+    `log P(x) >= E_u[log p((x + u) / L)] - D log L` averages over, and it keeps
+    a large flow from fitting one draw of the noise.
+
+    Args:
+      x: array of whole numbers in `[0, num_levels - 1]`, rows of the model's
+        event shape (flatten images first for a flat model).
+      num_levels: number of discrete levels `L` (256 for 8-bit images).
+      batch_size: int >= 1.
+      seed: int seed of the shuffles and the noise, or `None` for fresh ones.
+
+    Returns:
+      A float32 `tf.data.Dataset` of `[<= batch_size, *x.shape[1:]]` batches.
+
+    Raises:
+      ValueError: for values that are not whole numbers in range (the message
+        gives the first offending index), a bad `num_levels` or `batch_size`.
+    """
+    x = check_levels_data(x, num_levels, "dequantized_batches")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}.")
+    noise = (tf.random.Generator.from_non_deterministic_state() if seed is None
+             else tf.random.Generator.from_seed(seed))
+    dataset = tf.data.Dataset.from_tensor_slices(x.astype("float32"))
+    dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(int(batch_size))
+    levels = float(num_levels)
+    return dataset.map(lambda b: (b + noise.uniform(tf.shape(b))) / levels)
 
 
 def check_training_data(model, x, batch_size=None, validation_split=0.0):
