@@ -262,13 +262,15 @@ def task_quality(arm, budget_s, batch, quick):
     curve = []
 
     class Budget(keras.callbacks.Callback):
-        trained = 0.0
+        def __init__(self):
+            super().__init__()
+            self.trained = 0.0
 
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            Budget.trained += time.perf_counter() - self.start
+            self.trained += time.perf_counter() - self.start
             optimizer = model.optimizer
             if getattr(optimizer, "use_ema", False):  # what fit would leave: the average
                 weights = [v.numpy() for v in model.trainable_variables]
@@ -278,8 +280,8 @@ def task_quality(arm, budget_s, batch, quick):
                     v.assign(w)
             else:
                 nats = float(mean_log_prob())
-            curve.append((epoch + 1, round(Budget.trained, 1), round(nats, 2)))
-            if Budget.trained >= budget_s or not np.isfinite(nats):
+            curve.append((epoch + 1, round(self.trained, 1), round(nats, 2)))
+            if self.trained >= budget_s or not np.isfinite(nats):
                 model.stop_training = True
 
     model.fit(tn.dequantized_batches(train, MNIST_LEVELS, batch, seed=0), epochs=10**6,

@@ -675,8 +675,8 @@ def test_fit_on_dequantized_batches_trains_and_starts_from_the_data():
     (np.array([[1, -1]]), 4, 2, r"got -1 at index \(0, 1\)"),
     (np.zeros((0, 2)), 4, 2, "empty array"),
     (np.zeros((3, 2)), 1, 2, "num_levels"),
-    (np.zeros((3, 2)), 4, 0, "batch_size must be an int >= 1; got 0"),
-    (np.zeros((3, 2)), 4, 2.0, "batch_size must be an int >= 1; got 2.0"),
+    (np.zeros((3, 2)), 4, 0, "batch_size must be an int >= 1. Received: batch_size=0"),
+    (np.zeros((3, 2)), 4, 2.0, "batch_size must be an int >= 1. Received: batch_size=2.0"),
 ])
 def test_dequantized_batches_refuses_bad_input(x, levels, batch, message):
     with pytest.raises(ValueError, match=message):

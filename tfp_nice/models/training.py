@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_nice._validation import check_int
 from tfp_nice.data.quantization import check_levels_data
 
 __all__ = ["StopOnNonFiniteLoss", "TrainingDataError", "can_stream", "check_training_data",
@@ -93,14 +94,12 @@ def dequantized_batches(x, num_levels, batch_size, seed=None):
         gives the first offending index), a bad `num_levels` or `batch_size`.
     """
     x = check_levels_data(x, num_levels, "dequantized_batches")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}.")
+    batch_size = check_int(batch_size, "batch_size")
     noise = (tf.random.Generator.from_non_deterministic_state() if seed is None
              else tf.random.Generator.from_seed(seed))
     dataset = tf.data.Dataset.from_tensor_slices(x.astype("float32"))
     dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(int(batch_size))
+    dataset = dataset.batch(batch_size)
     levels = float(num_levels)
     return dataset.map(lambda b: (b + noise.uniform(tf.shape(b))) / levels)
 
