@@ -681,3 +681,143 @@ def test_fit_on_dequantized_batches_trains_and_starts_from_the_data():
 def test_dequantized_batches_refuses_bad_input(x, levels, batch, message):
     with pytest.raises(ValueError, match=message):
         tn.dequantized_batches(x, levels, batch)
+
+
+# --- averaged_weights: what fit would leave with an EMA optimizer --------------------------
+
+
+class _Trajectory(keras.callbacks.Callback):
+    """Records the raw weights after every step and, at each epoch's end, the weights seen
+    inside `averaged_weights` and the raw weights before and after the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps, self.inside, self.before, self.after = [], [], [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([v.numpy().astype("float64") for v in self.model.trainable_variables])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.before.append([v.numpy() for v in self.model.trainable_variables])
+        with tn.averaged_weights(self.model) as model:
+            assert model is self.model
+            self.inside.append([v.numpy() for v in model.trainable_variables])
+        self.after.append([v.numpy() for v in self.model.trainable_variables])
+
+
+def test_averaged_weights_are_keras_moving_average_mid_fit_and_put_back():
+    momentum = 0.8
+    model = small_model()
+    model.compile(keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=momentum))
+    trajectory = _Trajectory()
+    model.fit(data(64), epochs=3, batch_size=16, verbose=0, shuffle=False,
+              callbacks=[trajectory])
+    # Keras's documented rule, by hand in float64: the first step's weights, then
+    # average = momentum * average + (1 - momentum) * weights after each step.
+    average = [w.copy() for w in trajectory.steps[0]]
+    by_epoch = []
+    for step, weights in enumerate(trajectory.steps[1:], start=2):
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
+        if step % 4 == 0:
+            by_epoch.append([a.copy() for a in average])
+    assert len(by_epoch) == len(trajectory.inside) == 3
+    moved = 0.0
+    for inside, expected, before, after in zip(trajectory.inside, by_epoch, trajectory.before,
+                                               trajectory.after):
+        for got, want, raw, back in zip(inside, expected, before, after):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(back, raw)  # training goes on from the raw weights
+            moved = max(moved, float(np.max(np.abs(want - raw))))
+    assert moved > 1e-3  # the averages differ from the raw weights: the check can fail
+    # fit itself leaves the averages in, the same as the block showed after the last step
+    for got, want in zip(model.trainable_variables, trajectory.inside[-1]):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_averaged_weights_without_averages_is_the_model_as_it_is():
+    model = small_model()
+    model.compile(keras.optimizers.Adam(1e-2))
+    with tn.averaged_weights(model):  # compiled, no step yet
+        pass
+    model.fit(data(64), epochs=1, batch_size=16, verbose=0)
+    raw = [v.numpy() for v in model.trainable_variables]
+    with tn.averaged_weights(model):
+        for v, w in zip(model.trainable_variables, raw):
+            np.testing.assert_array_equal(v.numpy(), w)
+
+
+def test_averaged_weights_needs_a_compiled_model():
+    with pytest.raises(ValueError, match="needs a compiled model.*model.compile"):
+        with tn.averaged_weights(small_model()):
+            pass
+
+
+# --- logit_alpha: RealNVP's logit preprocessing, first step of f -----------------------------
+
+
+def _logit_model(alpha=0.1, **kwargs):
+    return randomise(small_model(logit_alpha=alpha, dtype="float64", **kwargs))
+
+
+def test_logit_log_prob_is_nice_formula_after_the_logit_in_numpy():
+    alpha = 0.1
+    model = _logit_model(alpha)
+    x = np.random.default_rng(3).uniform(size=(16, 6))
+    p = alpha + (1 - 2 * alpha) * x
+    h = np.log(p) - np.log1p(-p)  # the logit, by hand
+    first = np.array([True, False] * 3)
+    expected = numpy_nice_log_prob(h, [first, ~first, first, ~first], model.coupling_networks,
+                                   model.log_scale.numpy())
+    expected += (np.log(1 - 2 * alpha) - np.log(p) - np.log1p(-p)).sum(axis=1)
+    np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_logit_log_prob_matches_autodiff_change_of_variables():
+    """log p(x) = log p_H(f(x)) + log |det df/dx|, the Jacobian by autodiff of encode."""
+    model = _logit_model(0.05)
+    x = tf.constant(np.random.default_rng(4).uniform(size=(5, 6)))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        h = model.encode(x)
+    jac = tape.batch_jacobian(h, x).numpy()
+    h = h.numpy()
+    log_p_h = (-np.abs(h) - 2 * np.log1p(np.exp(-np.abs(h)))).sum(axis=1)
+    expected = log_p_h + np.linalg.slogdet(jac)[1]
+    np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_logit_model_round_trips_samples_in_the_unit_box_and_saves(tmp_path):
+    model = _logit_model(0.05)
+    x = np.random.default_rng(5).uniform(size=(8, 6))
+    np.testing.assert_allclose(model.decode(model.encode(x)), x, atol=1e-9)
+    samples = model.sample(500, seed=1).numpy()
+    low, high = -0.05 / 0.9, 1 + 0.05 / 0.9  # the support of a logit model
+    assert samples.min() > low and samples.max() < high
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.logit_alpha == 0.05 and type(loaded.steps[0]).__name__ == "LogitStep"
+    np.testing.assert_allclose(loaded.log_prob(x), model.log_prob(x), rtol=1e-12)
+
+
+def test_logit_model_trains_and_refuses_data_outside_the_unit_box():
+    model = small_model(logit_alpha=0.05, actnorm=True)
+    x = np.random.default_rng(6).beta(0.5, 0.5, size=(256, 6)).astype("float32")
+    model.compile(keras.optimizers.Adam(1e-2))
+    history = model.fit(x, epochs=4, batch_size=64, verbose=0).history["loss"]
+    assert np.all(np.isfinite(history)) and history[-1] < history[0]
+    bad = x.copy()
+    bad[7, 2] = 1.5
+    with pytest.raises(ValueError, match=r"logit_alpha needs data in \[0, 1\].*row 7 holds "
+                                         r"values from .* to 1.5"):
+        model.fit(bad, epochs=1, batch_size=64, verbose=0)
+    fresh = small_model(logit_alpha=0.05, actnorm=True)  # a dataset: the first batch checked
+    fresh.compile("adam")
+    with pytest.raises(ValueError, match=r"logit_alpha needs data in \[0, 1\] .*; the first "
+                                         r"batch holds values from .* to 1.5"):
+        fresh.fit(tf.data.Dataset.from_tensor_slices(bad[:64]).batch(64), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 0.5, float("nan"), "0.1x", True])
+def test_logit_alpha_out_of_range_is_named(alpha):
+    with pytest.raises(ValueError, match=r"logit_alpha must be None or a number in \[0, 0.5\)"):
+        small_model(logit_alpha=alpha)

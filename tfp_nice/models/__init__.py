@@ -1,6 +1,6 @@
 """Keras 3 models that own the weights of a flow and train it with `fit`."""
 
 from tfp_nice.models.nice import NICE
-from tfp_nice.models.training import dequantized_batches
+from tfp_nice.models.training import averaged_weights, dequantized_batches
 
-__all__ = ["NICE", "dequantized_batches"]
+__all__ = ["NICE", "averaged_weights", "dequantized_batches"]

@@ -1,5 +1,6 @@
 """How `NICE.fit` is fed and guarded: the data checks, the input pipeline, the NaN stop."""
 
+import contextlib
 import math
 import warnings
 
@@ -10,8 +11,8 @@ import tensorflow as tf
 from tfp_nice._validation import check_int
 from tfp_nice.data.quantization import check_levels_data
 
-__all__ = ["StopOnNonFiniteLoss", "TrainingDataError", "can_stream", "check_training_data",
-           "dequantized_batches", "epoch_batches", "first_batch"]
+__all__ = ["StopOnNonFiniteLoss", "TrainingDataError", "averaged_weights", "can_stream",
+           "check_training_data", "dequantized_batches", "epoch_batches", "first_batch"]
 
 
 class TrainingDataError(ValueError):
@@ -104,13 +105,64 @@ def dequantized_batches(x, num_levels, batch_size, seed=None):
     return dataset.map(lambda b: (b + noise.uniform(tf.shape(b))) / levels)
 
 
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Inside the block, the model holds the weights `fit` would leave if it ended now.
+
+    A Keras optimizer built with `use_ema=True` keeps a moving average of the
+    trainable weights and writes it into the model only when `fit` returns;
+    during training (a callback scoring held-out data after each epoch) the
+    model holds the raw weights. This puts the averages in for the block and
+    the raw weights back after it, so training goes on undisturbed:
+
+        >>> import keras, numpy as np, tfp_nice as tn
+        >>> model = tn.NICE((2,), num_couplings=2, hidden_units=(8,))
+        >>> model.compile(keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9))
+        >>> _ = model.fit(np.random.default_rng(0).normal(size=(64, 2)).astype("float32"),
+        ...               epochs=2, batch_size=16, verbose=0)
+        >>> raw = model.trainable_variables[0].numpy()
+        >>> with tn.averaged_weights(model):
+        ...     averaged = model.trainable_variables[0].numpy()
+        >>> bool(np.array_equal(model.trainable_variables[0].numpy(), raw))
+        True
+
+    (After that `fit` returned, `raw` equals `averaged`: `fit` left the
+    averages in. After a further training step inside `fit`, it would not.)
+    With an optimizer that keeps no averages, or one that has not taken a
+    step, the block sees the model's weights as they are.
+
+    Args:
+      model: a compiled Keras model.
+
+    Raises:
+      ValueError: if the model has no optimizer (not compiled).
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError(f"averaged_weights needs a compiled model; {model.name!r} has no "
+                         "optimizer. Call model.compile(optimizer) first.")
+    variables = list(model.trainable_variables)
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if (not getattr(optimizer, "use_ema", False) or not optimizer.built or not averages
+            or int(optimizer.iterations.numpy()) == 0):
+        yield model
+        return
+    raw = [v.numpy() for v in variables]
+    optimizer.finalize_variable_values(variables)
+    try:
+        yield model
+    finally:
+        for variable, value in zip(variables, raw):
+            variable.assign(value)
+
+
 def check_training_data(model, x, batch_size=None, validation_split=0.0):
     """Raises a clear error for arrays `model.fit` cannot train on; returns nothing.
 
     Checks (for numpy arrays and tensors; a `tf.data.Dataset` is the caller's
     to check): not empty, floating (not integer, not half precision),
     examples of the model's event shape, every value finite (the error names
-    the first bad row), and `batch_size` no larger than the examples left
+    the first bad row), values in `[0, 1]` for a model with `logit_alpha`, and `batch_size` no larger than the examples left
     after `validation_split`. Raises `TrainingDataError` (a `ValueError`) or
     `TrainingDataTypeError` (a `TypeError`).
     """
@@ -137,6 +189,15 @@ def check_training_data(model, x, batch_size=None, validation_split=0.0):
         row = int(np.argmin(finite))
         raise TrainingDataError(f"fit data hold NaN or inf in row {row}; remove or fill it "
                                 "before training.")
+    if getattr(model, "logit_alpha", None) is not None:
+        flat = array.reshape(len(array), -1)
+        inside = ((flat >= 0) & (flat <= 1)).all(axis=1)
+        if not inside.all():
+            row = int(np.argmin(inside))
+            raise TrainingDataError(
+                f"a model with logit_alpha needs data in [0, 1] (dequantized as (x + u) / "
+                f"levels); row {row} holds values from {flat[row].min():g} to "
+                f"{flat[row].max():g}.")
     n_fit = len(array) - int(len(array) * (validation_split or 0.0))
     if batch_size is not None and batch_size > n_fit:
         raise TrainingDataError(f"batch_size {batch_size} is larger than the {n_fit} "

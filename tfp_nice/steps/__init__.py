@@ -6,9 +6,10 @@ from tfp_nice.steps.steps import (
     CouplingStep,
     FlowStep,
     LULinearStep,
+    LogitStep,
     PermutationStep,
     RescalingStep,
 )
 
 __all__ = ["PERMUTATIONS", "ActNormStep", "CouplingStep", "FlowStep", "LULinearStep",
-           "PermutationStep", "RescalingStep", "build_steps"]
+           "LogitStep", "PermutationStep", "RescalingStep", "build_steps"]

@@ -9,6 +9,7 @@ from tfp_nice.steps.steps import (
     ActNormStep,
     CouplingStep,
     LULinearStep,
+    LogitStep,
     PermutationStep,
     RescalingStep,
 )
@@ -18,10 +19,12 @@ __all__ = ["PERMUTATIONS", "build_steps"]
 
 def build_steps(event_shape, num_couplings, hidden_units, partition="odd_even",
                 coupling="additive", permutation=None, actnorm=False, rescaling=True,
-                rescaling_init="data", target_std=1.0, activation="relu", seed=0, dtype=None):
+                rescaling_init="data", target_std=1.0, activation="relu", seed=0, dtype=None,
+                logit_alpha=None):
     """The steps of `f` (data -> latent), in the order `f` applies them.
 
-    For each coupling `k`: an `ActNormStep` (if `actnorm`), a permutation
+    First, with `logit_alpha` set, a `LogitStep` (RealNVP's preprocessing of
+    data in `[0, 1]`). Then for each coupling `k`: an `ActNormStep` (if `actnorm`), a permutation
     (`"reverse"`, `"random"` drawn from `seed + 1000 k`, or a learned `"lu"` map
     started at a random rotation from the same seed), then the `CouplingStep`,
     whose mask flips side from one coupling to the next; last, NICE's
@@ -32,6 +35,8 @@ def build_steps(event_shape, num_couplings, hidden_units, partition="odd_even",
     event_shape = tuple(int(d) for d in event_shape)
     size = math.prod(event_shape)
     steps = []
+    if logit_alpha is not None:
+        steps.append(LogitStep(event_shape, alpha=logit_alpha, dtype=dtype, name="logit"))
     for k, mask in enumerate(coupling_masks(event_shape, num_couplings, partition)):
         step_seed = seed + 1000 * k
         if actnorm:

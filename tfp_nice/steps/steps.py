@@ -12,17 +12,22 @@ The flow's own weights are read without Keras's autocast: under a
 mixed-precision policy only the coupling networks compute in half precision.
 """
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfp_nice._validation import check_choice
 from tfp_nice.bijectors import COUPLINGS, ActNorm, LULinear, Permutation, Rescaling
 from tfp_nice.bijectors import lu_linear_init
 from tfp_nice.networks import CouplingMLP
 
-__all__ = ["ActNormStep", "CouplingStep", "FlowStep", "LULinearStep", "PermutationStep",
-           "RescalingStep"]
+__all__ = ["ActNormStep", "CouplingStep", "FlowStep", "LULinearStep", "LogitStep",
+           "PermutationStep", "RescalingStep"]
+
+tfb = tfp.bijectors
 
 _EPS = 1e-8  # guards entries that are constant in the batch (std 0)
 
@@ -203,3 +208,47 @@ class RescalingStep(FlowStep):
     def get_config(self):
         return {**super().get_config(), "init": self.init,
                 "target_std": self.target_std.tolist()}
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class LogitStep(FlowStep):
+    """The logit preprocessing of RealNVP (Dinh et al. 2016, section 4.1), the first step of `f`.
+
+    `h = logit(alpha + (1 - 2 alpha) x)` for data `x` in `[0, 1]` (dequantized
+    images): it spreads the values piled up at 0 and 1 over the real line,
+    where couplings model them better. Its log-det,
+    `sum(log(1 - 2 alpha) - log(p) - log(1 - p))` with `p = alpha + (1 - 2 alpha) x`,
+    is part of the flow's, so `log_prob` and bits/dim stay in data space,
+    comparable with models without it. It has no weights. Outside
+    `(-alpha / (1 - 2 alpha), 1 + alpha / (1 - 2 alpha))` the density is zero
+    and, as for TFP's sigmoid-based distributions, `log_prob` is NaN; `fit`
+    refuses data outside `[0, 1]`.
+    """
+
+    def __init__(self, event_shape, alpha=0.05, **kwargs):
+        super().__init__(event_shape, **kwargs)
+        alpha = float(alpha)
+        if not (math.isfinite(alpha) and 0.0 <= alpha < 0.5):
+            raise ValueError(f"logit_alpha must be a number in [0, 0.5). Received: "
+                             f"logit_alpha={alpha!r}")
+        self.alpha = alpha
+        self.built = True
+
+    def bijector(self):
+        # Chain applies right to left: squeeze [0, 1] into [alpha, 1 - alpha], then logit.
+        dtype = self.variable_dtype  # the flow's dtype, under every policy
+        return tfb.Chain([tfb.Invert(tfb.Sigmoid()),
+                          tfb.Shift(tf.constant(self.alpha, dtype)),
+                          tfb.Scale(tf.constant(1.0 - 2.0 * self.alpha, dtype))],
+                         name=self.name)
+
+    def adapt(self, h):
+        h = tf.convert_to_tensor(h)
+        low, high = float(tf.reduce_min(h)), float(tf.reduce_max(h))
+        if not (low >= 0.0 and high <= 1.0):
+            raise ValueError(f"logit_alpha needs data in [0, 1] (dequantized as (x + u) / "
+                             f"levels); the first batch holds values from {low:g} to {high:g}.")
+        return self.bijector().forward(h)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}
