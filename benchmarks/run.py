@@ -29,6 +29,7 @@ SERVE_WAYS = ("signature in tf.function", "signature", "restored function")
 QUALITY_ARMS = {
     "paper: nice_mnist(rescaling_init='zeros')": ("nice_mnist", {"rescaling_init": "zeros"}),
     "nice_mnist()": ("nice_mnist", {}),
+    "affine_mnist()": ("affine_mnist", {}),
 }
 TARGETS = {
     "fit / RealNVP chain": (">=", 1.05),
@@ -271,14 +272,7 @@ def task_quality(arm, budget_s, batch, quick):
 
         def on_epoch_end(self, epoch, logs=None):
             self.trained += time.perf_counter() - self.start
-            optimizer = model.optimizer
-            if getattr(optimizer, "use_ema", False):  # what fit would leave: the average
-                weights = [v.numpy() for v in model.trainable_variables]
-                optimizer.finalize_variable_values(model.trainable_variables)
-                nats = float(mean_log_prob())
-                for v, w in zip(model.trainable_variables, weights):
-                    v.assign(w)
-            else:
+            with tn.averaged_weights(model):  # what fit would leave (an EMA: the averages)
                 nats = float(mean_log_prob())
             curve.append((epoch + 1, round(self.trained, 1), round(nats, 2)))
             if self.trained >= budget_s or not np.isfinite(nats):

@@ -373,3 +373,85 @@ def test_killed_training_resumes_without_losing_a_finished_epoch(tmp_path):
     assert len(metrics["history"]["loss"]) == 40
     assert np.all(np.isfinite(metrics["history"]["loss"]))
     assert not (tmp_path / ".run.backup").exists()
+
+
+# --- --preset: the presets' model and optimiser from the command line ----------------------
+
+
+def _mnist_like_idx(folder, n=200):
+    """scikit-learn's digits blown up to 28x28 uint8 images, as an IDX file."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images[:n]
+    images = np.zeros((n, 28, 28), np.uint8)
+    images[:, 2:26, 2:26] = (np.kron(digits, np.ones((3, 3))) * 15).astype(np.uint8)
+    path = pathlib.Path(folder) / "digits28-idx3-ubyte"
+    header = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
+    path.write_bytes(header + images.tobytes())
+    return path
+
+
+def test_train_with_the_affine_mnist_preset(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(_mnist_like_idx(tmp_path)), "--preset", "affine_mnist",
+                 "--epochs", "3", "--batch-size", "32", "--verbose", "0", "--patience", "5",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["architecture"] == {
+        "preset": "affine_mnist", "partition": "odd_even", "coupling": "affine",
+        "actnorm": True, "permutation": None, "rescaling": True, "rescaling_init": "data",
+        "logit_alpha": 0.05}
+    averaged = metrics["history"]["val_averaged_nll"]  # the averages, judged every epoch
+    assert len(averaged) == 3 and all(math.isfinite(v) for v in averaged)
+    raw = metrics["history"]["val_nll"]  # Keras's own figure: the raw weights
+    assert max(abs(a - r) for a, r in zip(averaged, raw)) > 1.0
+    # the saved model holds the best epoch's averages
+    assert metrics["validation"]["nll"] == pytest.approx(min(averaged), rel=1e-4)
+    import keras
+    model = keras.models.load_model(out / "model.keras")
+    assert model.logit_alpha == 0.05 and model.optimizer.use_ema
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--couplings", "6"], "--preset affine_mnist sets the model and optimiser; drop "
+                           "--couplings."),
+    (["--actnorm", "--learning-rate", "0.01"], "drop --actnorm, --learning-rate."),
+])
+def test_preset_refuses_architecture_flags(capsys, existing_out, flags, message):
+    status = main(["train", "--data", "digits", "--preset", "affine_mnist", *flags,
+                   "--epochs", "1", "--out", str(existing_out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err
+    assert_untouched(existing_out)
+
+
+def test_preset_refuses_data_it_is_not_for(capsys, existing_out):
+    status = main(["train", "--data", "digits", "--preset", "nice_mnist", "--epochs", "1",
+                   "--out", str(existing_out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert ("--preset nice_mnist is for 28x28 images of 256 levels (uint8); digits holds "
+            "examples of shape (64,) with 17 levels.") in err
+    assert_untouched(existing_out)
+
+
+def test_averaged_early_stopping_stops_on_the_averages_and_keeps_the_best():
+    import keras
+
+    import tfp_nice as tn
+    from tfp_nice.cli.stopping import AveragedEarlyStopping
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype("float32")
+    held = rng.normal(size=(200, 4)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = tn.NICE((4,), num_couplings=2, hidden_units=(64, 64))
+    model.compile(keras.optimizers.Adam(3e-2, use_ema=True, ema_momentum=0.5))
+    stop = AveragedEarlyStopping(held, patience=2)
+    history = model.fit(x, epochs=200, batch_size=8, verbose=0, callbacks=[stop]).history
+    averaged = history["val_averaged_nll"]
+    best = int(np.argmin(averaged))
+    assert len(averaged) == best + 1 + 2 < 200  # stopped 2 epochs after the best, overfitting
+    final = model.evaluate(held, batch_size=256, verbose=0, return_dict=True)["nll"]
+    assert final == pytest.approx(averaged[best], rel=1e-5)
+    assert final < averaged[-1]  # not the last averages: the best ones

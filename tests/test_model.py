@@ -821,3 +821,15 @@ def test_logit_model_trains_and_refuses_data_outside_the_unit_box():
 def test_logit_alpha_out_of_range_is_named(alpha):
     with pytest.raises(ValueError, match=r"logit_alpha must be None or a number in \[0, 0.5\)"):
         small_model(logit_alpha=alpha)
+
+
+def test_fit_on_a_dataset_does_not_warn_about_shuffle():
+    model = small_model()
+    model.compile("adam")
+    batches = tf.data.Dataset.from_tensor_slices(data(64)).batch(16)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(batches, epochs=1, verbose=0)
+    assert not [w for w in caught if "shuffle" in str(w.message)]

@@ -1,4 +1,4 @@
-"""The paper's MNIST preset: architecture, optimiser reading, dequantization."""
+"""The MNIST presets: the paper's and the library's recipe, their optimisers, dequantization."""
 
 import numpy as np
 import pytest
@@ -30,3 +30,64 @@ def test_nice_mnist_preprocess_dequantizes_256_levels():
     np.testing.assert_array_equal(np.floor(x * 256), images.reshape(5, 784))
     assert preset.model.rescaling_init == "zeros"
     assert preset.optimizer.get_config()["beta_2"] == pytest.approx(0.01)
+
+
+def test_affine_mnist_preset_is_the_documented_recipe():
+    preset = tn.presets.affine_mnist(seed=3)
+    model = preset.model
+    assert model.event_shape == (784,) and model.num_levels == 256 and model.seed == 3
+    assert model.num_couplings == 16 and model.hidden_units == (256,) * 3
+    assert model.coupling == "affine" and model.actnorm and model.logit_alpha == 0.05
+    assert model.partition == "odd_even" and model.rescaling and model.prior == "logistic"
+    assert model.permutation == "random"
+    # 16 couplings x (392*256 + 2*256*256 + 256*784 + biases, + the affine scale vector of
+    # 392), 16 ActNorms of 2*784 and permutations of 784 (not trained), the rescaling's 784;
+    # the logit step has no weights
+    coupling = 392 * 256 + 256 + 2 * (256 * 256 + 256) + 256 * 784 + 784 + 392
+    assert model.count_params() - 1 == 16 * coupling + 16 * 3 * 784 + 784
+    perms = [s.permutation.numpy() for s in model.steps if type(s).__name__ == "PermutationStep"]
+    assert len(perms) == 16 and len({p.tobytes() for p in perms}) == 16
+    config = preset.optimizer.get_config()
+    assert config["learning_rate"] == pytest.approx(1e-3) and config["epsilon"] == pytest.approx(1e-4)
+    assert config["beta_1"] == pytest.approx(0.9) and config["beta_2"] == pytest.approx(0.99)
+    assert config["use_ema"] and config["ema_momentum"] == pytest.approx(0.99)
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28)).astype(np.uint8)
+    np.testing.assert_array_equal(np.floor(preset.preprocess(images, seed=0) * 256),
+                                  images.reshape(3, 784))
+
+
+def _mnist_like_digits():
+    """scikit-learn's 8x8 digits (17 levels) as 28x28 uint8 images: MNIST-shaped, offline."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images  # values 0..16
+    big = np.kron(digits, np.ones((3, 3)))  # 24x24
+    images = np.zeros((len(digits), 28, 28), np.uint8)
+    images[:, 2:26, 2:26] = (big * 15).astype(np.uint8)
+    return images
+
+
+def test_affine_mnist_quick_run_is_finite_and_improving():
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    images = _mnist_like_digits()
+    train, held = images[:640], images[-300:]
+    preset = tn.presets.affine_mnist()
+    model = preset.model
+    model.compile(preset.optimizer)
+    held = tf.constant(preset.preprocess(held, seed=1))
+    scores = []
+
+    class Score(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            with tn.averaged_weights(self.model):
+                scores.append(float(tf.reduce_mean(self.model.log_prob(held))))
+
+    batches = tn.dequantized_batches(train.reshape(len(train), -1), 256, 64, seed=0)
+    model.fit(batches, epochs=4, verbose=0, callbacks=[Score()])
+    assert np.all(np.isfinite(scores)), scores
+    assert scores[-1] > scores[0] + 50, scores  # nats per image, held out, averaged weights
+    final = float(tf.reduce_mean(model.log_prob(held)))  # fit left the averages in
+    assert final == pytest.approx(scores[-1], abs=1e-3)

@@ -1,4 +1,5 @@
-"""The names users choose among (partitions, couplings, permutations, inpainting masks).
+"""The names users choose among (partitions, couplings, permutations, inpainting masks,
+presets).
 
 They live here, away from TensorFlow, so that the command line can offer them in its
 `--help` without importing TensorFlow; the modules that act on them import them from here.
@@ -8,3 +9,4 @@ PARTITIONS = ("halves", "odd_even", "checkerboard", "channel")
 COUPLING_KINDS = ("additive", "affine")
 PERMUTATIONS = (None, "reverse", "random", "lu")
 HIDE = ("bottom", "top", "left", "right", "random")
+PRESETS = ("affine_mnist", "nice_mnist")  # the functions of tfp_nice.presets for --preset

@@ -18,6 +18,7 @@ from tfp_nice._version import __version__
 from tfp_nice.cli import plots
 from tfp_nice.cli.inputs import InputError, load_dataset, load_model
 from tfp_nice.cli.resume import EpochBackup, latest_backup, read_history
+from tfp_nice.cli.stopping import AveragedEarlyStopping
 from tfp_nice.data import bits_per_dim, train_test_split
 from tfp_nice.export import export_saved_model
 from tfp_nice.models import NICE
@@ -56,6 +57,34 @@ def _scores(model, x, batch_size):
     return {"nll": nll, "bits_per_dim": float(model.bits_per_dim(nll)), "count": int(len(x))}
 
 
+# The flags a preset fixes, with the name the error message gives them.
+_PRESET_FIXES = {"couplings": "--couplings", "hidden": "--hidden", "partition": "--partition",
+                 "coupling": "--coupling", "actnorm": "--actnorm",
+                 "permutation": "--permutation", "rescaling_init": "--rescaling-init",
+                 "prior": "--prior", "no_rescaling": "--no-rescaling",
+                 "learning_rate": "--learning-rate"}
+
+
+def _preset(args, dataset, event_shape):
+    """The model and optimiser of `--preset`, after checking it fits the data and flags."""
+    from tfp_nice import presets
+    from tfp_nice.cli.parser import build_parser
+
+    defaults = build_parser().parse_args(["train"])
+    changed = [flag for key, flag in _PRESET_FIXES.items()
+               if getattr(args, key) != getattr(defaults, key)]
+    if changed:
+        raise InputError(f"--preset {args.preset} sets the model and optimiser; drop "
+                         f"{', '.join(changed)}.")
+    model, optimizer, _ = getattr(presets, args.preset)(seed=args.seed)
+    if tuple(event_shape) != tuple(model.event_shape) or dataset.num_levels != model.num_levels:
+        raise InputError(
+            f"--preset {args.preset} is for 28x28 images of {model.num_levels} levels "
+            f"(uint8); {dataset.name} holds examples of shape {tuple(event_shape)} with "
+            f"{dataset.num_levels} levels.")
+    return model, optimizer
+
+
 def train(args):
     dataset = load_dataset(args.data, args.num_points, args.num_levels, args.seed)
     out = pathlib.Path(args.out or os.path.join("runs", dataset.name))
@@ -70,15 +99,24 @@ def train(args):
     test_x = test_x.reshape((len(test_x),) + event_shape)
 
     keras.utils.set_random_seed(args.seed)
-    architecture = {
-        "partition": args.partition, "coupling": args.coupling, "actnorm": args.actnorm,
-        "permutation": None if args.permutation == "none" else args.permutation,
-        "rescaling": not args.no_rescaling, "rescaling_init": args.rescaling_init,
-    }
-    model = NICE(event_shape, num_couplings=args.couplings, hidden_units=tuple(args.hidden),
-                 prior=args.prior, num_levels=dataset.num_levels, seed=args.seed,
-                 **architecture)
-    model.compile(keras.optimizers.Adam(args.learning_rate))
+    if args.preset:
+        model, optimizer = _preset(args, dataset, event_shape)
+        architecture = {"preset": args.preset, "partition": model.partition,
+                        "coupling": model.coupling, "actnorm": model.actnorm,
+                        "permutation": model.permutation, "rescaling": model.rescaling,
+                        "rescaling_init": model.rescaling_init,
+                        "logit_alpha": model.logit_alpha}
+    else:
+        architecture = {
+            "partition": args.partition, "coupling": args.coupling, "actnorm": args.actnorm,
+            "permutation": None if args.permutation == "none" else args.permutation,
+            "rescaling": not args.no_rescaling, "rescaling_init": args.rescaling_init,
+        }
+        model = NICE(event_shape, num_couplings=args.couplings,
+                     hidden_units=tuple(args.hidden), prior=args.prior,
+                     num_levels=dataset.num_levels, seed=args.seed, **architecture)
+        optimizer = keras.optimizers.Adam(args.learning_rate)
+    model.compile(optimizer)
     callbacks = []  # the model stops by itself after an epoch whose loss is not finite
     backup = out.parent / f".{out.name}.backup"
     history_csv = backup / "history.csv"
@@ -95,8 +133,12 @@ def train(args):
         callbacks += [keras.callbacks.CSVLogger(str(history_csv), append=True),
                       EpochBackup(backup)]
     if args.patience > 0 and args.validation_split > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=args.patience, restore_best_weights=True))
+        if getattr(model.optimizer, "use_ema", False):  # judge the averages fit will leave
+            callbacks.insert(0, AveragedEarlyStopping(train_x[n_fit:], args.patience,
+                                                      args.batch_size))
+        else:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=args.patience, restore_best_weights=True))
     print(f"training NICE on {dataset.name}: {len(train_x)} examples of shape "
           f"{event_shape} ({len(test_x)} held out for test)", flush=True)
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 import argparse
 
-from tfp_nice._choices import COUPLING_KINDS, HIDE, PARTITIONS, PERMUTATIONS
+from tfp_nice._choices import COUPLING_KINDS, HIDE, PARTITIONS, PERMUTATIONS, PRESETS
 from tfp_nice._validation import check_int, check_positive_float
 from tfp_nice._version import __version__
 from tfp_nice.cli.inputs import BUILTIN_DATA
@@ -77,6 +77,11 @@ def build_parser():
     train.add_argument("--prior", default="logistic", choices=["logistic", "normal"])
     train.add_argument("--no-rescaling", action="store_true",
                        help="leave out NICE's rescaling layer (a volume-preserving flow)")
+    train.add_argument("--preset", default=None, choices=PRESETS,
+                       help="the model and optimiser of tfp_nice.presets for 28x28 uint8 "
+                            "images: affine_mnist (the library's recipe) or nice_mnist "
+                            "(NICE's); the architecture flags and --learning-rate stay at "
+                            "their defaults")
     train.add_argument("--validation-split", type=_fraction, default=0.1)
     train.add_argument("--test-split", type=_fraction, default=0.2)
     train.add_argument("--patience", type=int, default=20,

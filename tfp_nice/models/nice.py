@@ -285,6 +285,10 @@ class NICE(keras.Model):
             kwargs["steps_per_epoch"] = -(-len(x) // batch_size)
             x = epoch_batches(x, batch_size, kwargs.pop("shuffle", True))
             batch_size, kwargs["shuffle"] = None, False  # the pipeline shuffles itself
+        elif isinstance(x, tf.data.Dataset):
+            # Keras ignores `shuffle` for a dataset and warns on its default `True` every
+            # call; a dataset orders itself (`tn.dequantized_batches` reshuffles each epoch).
+            kwargs.setdefault("shuffle", False)
         self._build_optimizer()
         return super().fit(x, y, batch_size, *args, callbacks=callbacks, **kwargs)
 
