@@ -399,8 +399,8 @@ def test_train_with_the_affine_mnist_preset(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["architecture"] == {
         "preset": "affine_mnist", "partition": "odd_even", "coupling": "affine",
-        "actnorm": True, "permutation": None, "rescaling": True, "rescaling_init": "data",
-        "logit_alpha": 0.05}
+        "actnorm": True, "permutation": "random", "rescaling": True,
+        "rescaling_init": "data", "logit_alpha": 0.05}
     averaged = metrics["history"]["val_averaged_nll"]  # the averages, judged every epoch
     assert len(averaged) == 3 and all(math.isfinite(v) for v in averaged)
     raw = metrics["history"]["val_nll"]  # Keras's own figure: the raw weights

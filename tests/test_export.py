@@ -373,3 +373,18 @@ def test_concurrent_serving_gives_the_serial_answers(tmp_path):
         parallel = list(pool.map(lambda b: log_prob(x=b)["log_prob"].numpy(), batches))
     for a, b in zip(serial, parallel):
         np.testing.assert_array_equal(a, b)
+
+
+def test_logit_model_serves_data_space_log_prob_in_a_fresh_process(tmp_path):
+    """The affine_mnist kind of model (logit first, affine couplings, ActNorm, permutations)."""
+    model = make_model((6,), num_levels=256, logit_alpha=0.05, coupling="affine",
+                       actnorm=True, permutation="random")
+    tn.export_saved_model(model, tmp_path / "saved")
+    x = np.random.default_rng(2).uniform(size=(7, 6)).astype("float32")
+    _, out = run_fresh(tmp_path / "saved", x, tmp_path)
+    for key in ("log_prob", "default", "object_log_prob"):
+        np.testing.assert_allclose(out[key], model.log_prob(x).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out["encode"], model.encode(x).numpy(), rtol=1e-5, atol=1e-5)
+    support = 0.05 / 0.9  # samples lie in (-support, 1 + support)
+    for key in ("seeded_a", "fresh_a"):
+        assert np.all(out[key] > -support) and np.all(out[key] < 1 + support)
