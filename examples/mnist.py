@@ -6,10 +6,10 @@
     TFP_NICE_QUICK=1 python examples/mnist.py               # a smoke run on synthetic data
 
 By default the model and optimiser are `tfp_nice.presets.affine_mnist()`, the
-library's recipe: RealNVP's logit preprocessing, 8 affine couplings of 3x512
-ReLU networks with an ActNorm before each, the rescaling, and Adam with a moving
-average of the weights (the held-out figures below are the averaged weights',
-what `fit` leaves in the model). See its docstring and benchmarks/README.md
+library's recipe: RealNVP's logit preprocessing, 16 affine couplings of 3x256
+ReLU networks with an ActNorm and a random permutation before each, the
+rescaling, and Adam with a moving average of the weights (the held-out figures
+below are the averaged weights', what `fit` leaves in the model). See its docstring and benchmarks/README.md
 (section 7) for what it reaches in 1, 3, 10 and 30 minutes.
 
 With `--preset nice_mnist`, they are `tfp_nice.presets.nice_mnist()`: 4 additive

@@ -1,7 +1,5 @@
 """NICE as a Keras 3 model trained by maximum likelihood with `fit`."""
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -19,26 +17,19 @@ from tfp_nice.models.training import (
     epoch_batches,
     first_batch,
 )
-from tfp_nice.steps import PERMUTATIONS, CouplingStep, RescalingStep, build_steps
+from tfp_nice.steps import (
+    PERMUTATIONS,
+    CouplingStep,
+    RescalingStep,
+    build_steps,
+    check_logit_alpha,
+)
 
 tfd = tfp.distributions
 
 __all__ = ["NICE"]
 
 RESCALING_INITS = RescalingStep.INITS
-
-
-def _check_logit_alpha(alpha):
-    if alpha is None:
-        return None
-    try:
-        number = float(alpha)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(alpha, bool) or not (0.0 <= number < 0.5):
-        raise ValueError(f"logit_alpha must be None or a number in [0, 0.5). Received: "
-                         f"logit_alpha={alpha!r}")
-    return number
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
@@ -198,7 +189,7 @@ class NICE(keras.Model):
         self.actnorm = check_flag(actnorm, "actnorm")
         self.rescaling_init = check_choice(rescaling_init, RESCALING_INITS, "rescaling_init")
         self.seed = check_int(seed, "seed", minimum=-2**63)
-        self.logit_alpha = _check_logit_alpha(logit_alpha)
+        self.logit_alpha = check_logit_alpha(logit_alpha)
 
         target_std = None
         if rescaling:

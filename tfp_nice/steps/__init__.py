@@ -9,7 +9,9 @@ from tfp_nice.steps.steps import (
     LogitStep,
     PermutationStep,
     RescalingStep,
+    check_logit_alpha,
 )
 
 __all__ = ["PERMUTATIONS", "ActNormStep", "CouplingStep", "FlowStep", "LULinearStep",
-           "LogitStep", "PermutationStep", "RescalingStep", "build_steps"]
+           "LogitStep", "PermutationStep", "RescalingStep", "build_steps",
+           "check_logit_alpha"]

@@ -25,7 +25,7 @@ from tfp_nice.bijectors import lu_linear_init
 from tfp_nice.networks import CouplingMLP
 
 __all__ = ["ActNormStep", "CouplingStep", "FlowStep", "LULinearStep", "LogitStep",
-           "PermutationStep", "RescalingStep"]
+           "PermutationStep", "RescalingStep", "check_logit_alpha"]
 
 tfb = tfp.bijectors
 
@@ -210,6 +210,20 @@ class RescalingStep(FlowStep):
                 "target_std": self.target_std.tolist()}
 
 
+def check_logit_alpha(alpha):
+    """`None`, or a number in `[0, 0.5)` as a float (the `logit_alpha` option)."""
+    if alpha is None:
+        return None
+    try:
+        number = float(alpha)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(alpha, bool) or not 0.0 <= number < 0.5:
+        raise ValueError(f"logit_alpha must be None or a number in [0, 0.5). Received: "
+                         f"logit_alpha={alpha!r}")
+    return number
+
+
 @keras.saving.register_keras_serializable(package="tfp_nice")
 class LogitStep(FlowStep):
     """The logit preprocessing of RealNVP (Dinh et al. 2016, section 4.1), the first step of `f`.
@@ -221,17 +235,17 @@ class LogitStep(FlowStep):
     is part of the flow's, so `log_prob` and bits/dim stay in data space,
     comparable with models without it. It has no weights. Outside
     `(-alpha / (1 - 2 alpha), 1 + alpha / (1 - 2 alpha))` the density is zero
-    and, as for TFP's sigmoid-based distributions, `log_prob` is NaN; `fit`
-    refuses data outside `[0, 1]`.
+    and, as for TFP's sigmoid-based distributions, `log_prob` is NaN. `fit`
+    refuses arrays with values outside `[0, 1]`, and `adapt` a first batch
+    with such values (a dataset, when the model starts from data).
     """
 
     def __init__(self, event_shape, alpha=0.05, **kwargs):
         super().__init__(event_shape, **kwargs)
-        alpha = float(alpha)
-        if not (math.isfinite(alpha) and 0.0 <= alpha < 0.5):
-            raise ValueError(f"logit_alpha must be a number in [0, 0.5). Received: "
-                             f"logit_alpha={alpha!r}")
-        self.alpha = alpha
+        if alpha is None:
+            raise ValueError("LogitStep needs a number in [0, 0.5) for alpha. Received: "
+                             "alpha=None")
+        self.alpha = check_logit_alpha(alpha)
         self.built = True
 
     def bijector(self):
