@@ -433,25 +433,3 @@ def test_preset_refuses_data_it_is_not_for(capsys, existing_out):
     assert ("--preset nice_mnist is for 28x28 images of 256 levels (uint8); digits holds "
             "examples of shape (64,) with 17 levels.") in err
     assert_untouched(existing_out)
-
-
-def test_averaged_early_stopping_stops_on_the_averages_and_keeps_the_best():
-    import keras
-
-    import tfp_nice as tn
-    from tfp_nice.cli.stopping import AveragedEarlyStopping
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 4)).astype("float32")
-    held = rng.normal(size=(200, 4)).astype("float32")
-    keras.utils.set_random_seed(0)
-    model = tn.NICE((4,), num_couplings=2, hidden_units=(64, 64))
-    model.compile(keras.optimizers.Adam(3e-2, use_ema=True, ema_momentum=0.5))
-    stop = AveragedEarlyStopping(held, patience=2)
-    history = model.fit(x, epochs=200, batch_size=8, verbose=0, callbacks=[stop]).history
-    averaged = history["val_averaged_nll"]
-    best = int(np.argmin(averaged))
-    assert len(averaged) == best + 1 + 2 < 200  # stopped 2 epochs after the best, overfitting
-    final = model.evaluate(held, batch_size=256, verbose=0, return_dict=True)["nll"]
-    assert final == pytest.approx(averaged[best], rel=1e-5)
-    assert final < averaged[-1]  # not the last averages: the best ones

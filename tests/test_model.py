@@ -752,6 +752,82 @@ def test_averaged_weights_needs_a_compiled_model():
             pass
 
 
+class _RawAndAveraged(keras.callbacks.Callback):
+    """The held-out NLL of the raw weights and of the averages, after every epoch."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x, self.raw, self.averaged = x, [], []
+
+    def _nll(self):
+        return -float(np.mean(self.model.log_prob(self.x).numpy()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.raw.append(self._nll())
+        with tn.averaged_weights(self.model):
+            self.averaged.append(self._nll())
+
+
+def test_averaged_early_stopping_judges_the_averages_and_leaves_the_best_in():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype("float32")
+    held = rng.normal(size=(200, 4)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = tn.NICE((4,), num_couplings=2, hidden_units=(64, 64))
+    model.compile(keras.optimizers.Adam(3e-2, use_ema=True, ema_momentum=0.5))
+    stop = tn.AveragedEarlyStopping(held, patience=2)
+    seen = _RawAndAveraged(held)
+    history = model.fit(x, epochs=200, batch_size=8, verbose=0, callbacks=[stop, seen]).history
+    logged = history["val_averaged_nll"]
+    # the figure judged is the averages' (log_prob by hand), not the raw weights'
+    np.testing.assert_allclose(logged, seen.averaged, rtol=1e-5)
+    assert max(abs(a - r) for a, r in zip(seen.averaged, seen.raw)) > 1e-2
+    best = int(np.argmin(logged))
+    assert stop.best_epoch == best and stop.best == pytest.approx(logged[best])
+    assert len(logged) == best + 1 + 2 < 200  # stopped 2 epochs after the best (overfitting)
+    assert stop.stopped_epoch == len(logged) - 1
+    final = -float(np.mean(model.log_prob(held).numpy()))
+    assert final == pytest.approx(logged[best], rel=1e-5)  # the best averages, not the last
+    assert final < logged[-1]
+
+
+def test_averaged_early_stopping_without_averages_is_keras_early_stopping():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 4)).astype("float32")
+    held = rng.normal(size=(200, 4)).astype("float32")
+    runs = {}
+    for name in ("ours", "keras"):
+        keras.utils.set_random_seed(0)
+        model = tn.NICE((4,), num_couplings=2, hidden_units=(64, 64))
+        model.compile(keras.optimizers.Adam(3e-2))
+        if name == "ours":
+            stop = tn.AveragedEarlyStopping(held, patience=3)
+            history = model.fit(x, epochs=200, batch_size=8, verbose=0, shuffle=False,
+                                callbacks=[stop]).history["val_averaged_nll"]
+        else:
+            stop = keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)
+            history = model.fit(x, epochs=200, batch_size=8, verbose=0, shuffle=False,
+                                validation_data=(held,), callbacks=[stop]).history["val_loss"]
+        runs[name] = (history, [v.numpy() for v in model.trainable_variables])
+    (ours, ours_weights), (theirs, their_weights) = runs["ours"], runs["keras"]
+    assert 4 < len(ours) < 200
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)  # same epochs, same figures
+    for a, b in zip(ours_weights, their_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_averaged_early_stopping_refuses_bad_arguments_by_name():
+    with pytest.raises(ValueError, match=r"patience must be an int >= 0. Received: patience=-1"):
+        tn.AveragedEarlyStopping(data(8), patience=-1)
+    with pytest.raises(ValueError, match=r"batch_size must be an int >= 1"):
+        tn.AveragedEarlyStopping(data(8), patience=2, batch_size=0)
+    model = small_model()
+    model.compile("adam")
+    stop = tn.AveragedEarlyStopping(data(8, event_shape=(5,)), patience=2)
+    with pytest.raises(ValueError, match=r"AveragedEarlyStopping's x_val: .*shape \(6,\)"):
+        model.fit(data(32), epochs=2, batch_size=16, verbose=0, callbacks=[stop])
+
+
 # --- logit_alpha: RealNVP's logit preprocessing, first step of f -----------------------------
 
 

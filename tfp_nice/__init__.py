@@ -35,6 +35,7 @@ _NAMES = {
     "reverse_permutation": "tfp_nice.bijectors",
     "export_saved_model": "tfp_nice.export",
     "NICE": "tfp_nice.models",
+    "AveragedEarlyStopping": "tfp_nice.models",
     "averaged_weights": "tfp_nice.models",
     "dequantized_batches": "tfp_nice.models",
     "CouplingMLP": "tfp_nice.networks",
@@ -63,7 +64,12 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         reverse_permutation,
     )
     from tfp_nice.export import export_saved_model
-    from tfp_nice.models import NICE, averaged_weights, dequantized_batches
+    from tfp_nice.models import (
+        NICE,
+        AveragedEarlyStopping,
+        averaged_weights,
+        dequantized_batches,
+    )
     from tfp_nice.networks import CouplingMLP
 
 

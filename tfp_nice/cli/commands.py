@@ -18,12 +18,11 @@ from tfp_nice._version import __version__
 from tfp_nice.cli import plots
 from tfp_nice.cli.inputs import InputError, load_dataset, load_model
 from tfp_nice.cli.resume import EpochBackup, latest_backup, read_history
-from tfp_nice.cli.stopping import AveragedEarlyStopping
 from tfp_nice.data import bits_per_dim, train_test_split
 from tfp_nice.export import export_saved_model
 from tfp_nice.models import NICE
 from tfp_nice.models.inpainting import hidden_mask
-from tfp_nice.models.training import TrainingDataError
+from tfp_nice.models.training import AveragedEarlyStopping, TrainingDataError
 
 __all__ = ["COMMANDS"]
 

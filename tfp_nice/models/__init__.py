@@ -1,6 +1,10 @@
 """Keras 3 models that own the weights of a flow and train it with `fit`."""
 
 from tfp_nice.models.nice import NICE
-from tfp_nice.models.training import averaged_weights, dequantized_batches
+from tfp_nice.models.training import (
+    AveragedEarlyStopping,
+    averaged_weights,
+    dequantized_batches,
+)
 
-__all__ = ["NICE", "averaged_weights", "dequantized_batches"]
+__all__ = ["NICE", "AveragedEarlyStopping", "averaged_weights", "dequantized_batches"]

@@ -11,7 +11,8 @@ import tensorflow as tf
 from tfp_nice._validation import check_int
 from tfp_nice.data.quantization import check_levels_data
 
-__all__ = ["StopOnNonFiniteLoss", "TrainingDataError", "averaged_weights", "can_stream",
+__all__ = ["AveragedEarlyStopping", "StopOnNonFiniteLoss", "TrainingDataError",
+           "averaged_weights", "can_stream",
            "check_training_data", "dequantized_batches", "epoch_batches", "first_batch"]
 
 
@@ -154,6 +155,80 @@ def averaged_weights(model):
     finally:
         for variable, value in zip(variables, raw):
             variable.assign(value)
+
+
+class AveragedEarlyStopping(keras.callbacks.Callback):
+    """Early stopping on the weights `fit` leaves: an EMA optimizer's averages.
+
+    Keras's `EarlyStopping` judges the raw weights, and its
+    `restore_best_weights` would, at the end of training, overwrite the
+    averages that `fit` has just written into the model (`use_ema=True`) with
+    raw ones. This callback scores the model inside `averaged_weights` on
+    `x_val` after every epoch, adds the figure to the logs as
+    `val_averaged_nll`, stops after `patience` epochs without a better one, and
+    at the end of training leaves the weights of the best epoch in the model.
+    With an optimizer that keeps no averages it is early stopping on the raw
+    weights with the best ones restored.
+
+    Example (`x_val` held out of the training data, never the test data):
+
+        >>> import keras, numpy as np, tfp_nice as tn
+        >>> rng = np.random.default_rng(0)
+        >>> x, x_val = rng.normal(size=(64, 2)), rng.normal(size=(32, 2))
+        >>> model = tn.NICE((2,), num_couplings=2, hidden_units=(8,))
+        >>> model.compile(keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9))
+        >>> stop = tn.AveragedEarlyStopping(x_val.astype("float32"), patience=3)
+        >>> history = model.fit(x.astype("float32"), epochs=500, batch_size=16,
+        ...                     callbacks=[stop], verbose=0).history
+        >>> len(history["val_averaged_nll"]) == stop.best_epoch + 1 + 3
+        True
+
+    Args:
+      x_val: validation examples (an array of the model's event shape, or a
+        `tf.data.Dataset` of batches).
+      patience: epochs without a lower validation NLL before training stops
+        (an int >= 0).
+      batch_size: batch size for scoring an array `x_val`.
+
+    Attributes:
+      best: the lowest validation NLL (nats per example) seen so far.
+      best_epoch: the 0-based epoch it was seen at (`None` before the first).
+      stopped_epoch: the 0-based epoch training was stopped at (0 if it ran out of
+        epochs first).
+    """
+
+    def __init__(self, x_val, patience, batch_size=256):
+        super().__init__()
+        self.x_val = x_val
+        self.patience = check_int(patience, "patience", minimum=0)
+        self.batch_size = check_int(batch_size, "batch_size")
+
+    def on_train_begin(self, logs=None):
+        try:
+            check_training_data(self.model, self.x_val)
+        except (TrainingDataError, TrainingDataTypeError) as error:
+            raise type(error)(f"AveragedEarlyStopping's x_val: {error}") from None
+        self.best, self.best_epoch, self.stopped_epoch = math.inf, None, 0
+        self._best_weights, self._wait = None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        with averaged_weights(self.model):
+            nll = self.model.evaluate(self.x_val, batch_size=self.batch_size, verbose=0,
+                                      return_dict=True)["nll"]
+            if nll < self.best:
+                self.best, self.best_epoch, self._wait = nll, epoch, 0
+                self._best_weights = self.model.get_weights()
+            else:
+                self._wait += 1
+        if logs is not None:
+            logs["val_averaged_nll"] = nll
+        if self._wait >= max(self.patience, 1):  # patience 0: the first epoch not better
+            self.model.stop_training = True
+            self.stopped_epoch = epoch
+
+    def on_train_end(self, logs=None):  # fit wrote the last averages in just before
+        if self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
 
 
 def check_training_data(model, x, batch_size=None, validation_split=0.0):
