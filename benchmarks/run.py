@@ -491,6 +491,28 @@ def _at(result, seconds):
     return done[-1] if done else None
 
 
+def quality_figure(out, budget_s, path):
+    """Section 7's curves: held-out nats against minutes of training, per arm; after an
+    early stop, what `fit` left, held (dotted) to the end of the budget."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    for arm, r in out.items():
+        line, = ax.plot([t / 60 for _, t, _ in r["curve"]], [n for _, _, n in r["curve"]],
+                        label=arm)
+        final = r["final"]
+        if final["stopped_early"]:
+            ax.plot([final["seconds"] / 60, budget_s / 60], [final["nats"]] * 2, ls=":",
+                    color=line.get_color())
+            ax.plot(final["seconds"] / 60, final["nats"], "o", color=line.get_color(), ms=4)
+    ax.axhline(PAPER_NATS, color="gray", ls="--", lw=0.8, label="NICE paper (MNIST test)")
+    ax.set(xlabel="minutes of training", ylabel="held-out log-likelihood (nats)",
+           title="Time to quality on the MNIST split", xscale="log")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.savefig(path, dpi=90)
+
+
 def section_quality(cfg, results, report):
     out = {arm: run_worker(task="quality", arm=arm, budget_s=cfg["quality_budget"], batch=256,
                            quick=cfg["quick"], patience=cfg["quality_patience"])
@@ -536,24 +558,7 @@ def section_quality(cfg, results, report):
                           f"{r['at'][last] - r['best']['nats']:+.0f} nats from the best epoch's "
                           f"{r['best']['nats']:.0f}")
     if cfg.get("figure"):
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7, 4), layout="constrained")
-        ax = fig.subplots()
-        for arm, r in out.items():
-            line, = ax.plot([t / 60 for _, t, _ in r["curve"]], [n for _, _, n in r["curve"]],
-                            label=arm)
-            final = r["final"]
-            if final["stopped_early"]:  # what fit left, held to the end of the budget
-                ax.plot([final["seconds"] / 60, cfg["quality_budget"] / 60],
-                        [final["nats"]] * 2, ls=":", color=line.get_color())
-                ax.plot(final["seconds"] / 60, final["nats"], "o", color=line.get_color(),
-                        ms=4)
-        ax.axhline(PAPER_NATS, color="gray", ls="--", lw=0.8, label="NICE paper (MNIST test)")
-        ax.set(xlabel="minutes of training", ylabel="held-out log-likelihood (nats)",
-               title="Time to quality on the MNIST split", xscale="log")
-        ax.legend(fontsize=8)
-        fig.savefig(HERE / "time-to-quality.png", dpi=90)
+        quality_figure(out, cfg["quality_budget"], HERE / "time-to-quality.png")
         report.append("\n![time to quality](time-to-quality.png)")
 
 

@@ -26,6 +26,12 @@ when present (8,000 to train, 2,000 held out): a number from that split is not
 the paper's protocol. Training images are dequantized afresh every epoch
 (`tfp_nice.dequantized_batches`), the held-out ones once. It prints held-out
 log-likelihood (nats) and bits/dim after every epoch.
+
+Training stops where the model stops improving: `--validation` (default 1/8) of
+the training images are set aside, never trained on, and
+`tfp_nice.AveragedEarlyStopping` stops `--patience` epochs (default 10) after
+the best validation figure and leaves that epoch's weights in the model, whose
+held-out figure is printed last (`--patience 0` trains all `--epochs`).
 """
 
 import argparse
@@ -69,7 +75,9 @@ class HeldOut(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         with tn.averaged_weights(self.model):  # an EMA optimizer's averages: what fit leaves
             r = self.model.evaluate(self.x, batch_size=500, verbose=0, return_dict=True)
-        print(f"epoch {epoch + 1:4d}  train NLL {logs['nll']:9.2f}  held-out log-likelihood "
+        val = logs.get("val_averaged_nll")
+        val = "" if val is None else f"  validation NLL {val:9.2f}"
+        print(f"epoch {epoch + 1:4d}  train NLL {logs['nll']:9.2f}{val}  held-out log-likelihood "
               f"{-r['nll']:9.2f} nats  {r['bits_per_dim']:.4f} bits/dim  "
               f"({time.perf_counter() - self.start:.0f} s)", flush=True)
 
@@ -79,8 +87,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default=None, help="IDX (.gz or raw) or .npz images")
     parser.add_argument("--download", default=None, help="download MNIST's training split here")
-    parser.add_argument("--epochs", type=int, default=1 if quick else 20)
+    parser.add_argument("--epochs", type=int, default=1 if quick else 100)
     parser.add_argument("--held-out", type=float, default=0.2)
+    parser.add_argument("--validation", type=float, default=0.125,
+                        help="share of the training images set aside to stop on")
+    parser.add_argument("--patience", type=int, default=10,
+                        help="epochs without a better validation figure before stopping "
+                             "(0: train all --epochs)")
     parser.add_argument("--batch-size", type=int, default=64 if quick else 256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="affine_mnist", choices=PRESETS,
@@ -92,6 +105,10 @@ def main(argv=None):
                         help="nice_mnist only: Keras beta_2 (default 0.99, the paper's "
                              "'beta2 = 0.01' read as 1 - 0.01)")
     args = parser.parse_args(argv)
+    if args.patience < 0:
+        parser.error(f"--patience must be >= 0, got {args.patience}")
+    if args.patience and not 0 < args.validation < 1:
+        parser.error(f"--validation must be in (0, 1) to stop early, got {args.validation}")
     paper_options = {"rescaling_init": args.rescaling_init, "adam_beta_2": args.adam_beta_2}
     paper_options = {k: v for k, v in paper_options.items() if v is not None}
     if paper_options and args.preset != "nice_mnist":
@@ -118,17 +135,31 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     preset = getattr(tn.presets, args.preset)(seed=args.seed, **paper_options)
     train, held = train_test_split(images, test_fraction=args.held_out, seed=args.seed)
+    callbacks = []
+    if args.patience:
+        train, validation = train_test_split(train, test_fraction=args.validation,
+                                             seed=args.seed)
+        callbacks.append(tn.AveragedEarlyStopping(
+            preset.preprocess(validation, seed=args.seed + 2), args.patience))
     batches = tn.dequantized_batches(train.reshape(len(train), -1), MNIST_LEVELS,
                                      args.batch_size, seed=args.seed)
     held = preset.preprocess(held, seed=args.seed + 1)
     options = "".join(f", {k}={v}" for k, v in paper_options.items())
-    print(f"{source}: {len(train)} images to train, {len(held)} held out; "
+    kept = f", {len(validation)} to stop on" if args.patience else ""
+    print(f"{source}: {len(train)} images to train{kept}, {len(held)} held out; "
           f"preset {args.preset}{options}")
 
     preset.model.compile(preset.optimizer)
     start = time.perf_counter()
-    preset.model.fit(batches, epochs=args.epochs, verbose=0,
-                     callbacks=[HeldOut(held, start), keras.callbacks.TerminateOnNaN()])
+    callbacks += [HeldOut(held, start), keras.callbacks.TerminateOnNaN()]
+    preset.model.fit(batches, epochs=args.epochs, verbose=0, callbacks=callbacks)
+    r = preset.model.evaluate(held, batch_size=500, verbose=0, return_dict=True)
+    if args.patience and callbacks[0].best_epoch is not None:
+        stop = callbacks[0]
+        print(f"best validation figure after epoch {stop.best_epoch + 1} (stopped: "
+              f"{'yes' if stop.stopped_epoch else 'no, out of epochs'}); ", end="")
+    print(f"the model fit left: held-out log-likelihood {-r['nll']:.2f} nats, "
+          f"{r['bits_per_dim']:.4f} bits/dim")
 
 
 if __name__ == "__main__":
