@@ -143,8 +143,10 @@ def export_saved_model(model, path, overwrite=False):
 
     The same metadata is written as JSON to `assets.extra/tfp_nice.json`.
     Inputs of the wrong shape fail with an error naming the expected shape and
-    dtype. Loaded with plain `tf.saved_model.load`, the object's `log_prob`,
-    `encode`, `decode`, `sample` and `metadata` are callable too.
+    dtype. Loaded with plain `tf.saved_model.load`, the signatures called as
+    they are (`served.signatures["log_prob"](x=x)`) are the fastest way to
+    use it from Python; the object's `log_prob`, `encode`, `decode`, `sample`
+    and `metadata` are callable too.
 
     The export is written to a temporary folder beside `path` and moved into
     place when complete, so a crash never leaves a half-written SavedModel at
