@@ -281,6 +281,30 @@ def test_a_graph_for_any_batch_does_not_rearrange_between_couplings(coupling):
         assert _ops_to(concrete, "Transpose") == 2  # into the first coupling, out of the last
 
 
+def test_gradient_with_respect_to_a_couplings_output_flows_through_the_next():
+    first, second = (coupling(mask, tf.float64, seed=s) for mask, s in
+                     zip(tn.coupling_masks((6,), 2, "odd_even"), (81, 82)))
+    x = tf.constant(np.random.default_rng(7).normal(size=(3, 6)))
+
+    @tf.function
+    def jacobian(x):
+        with tf.GradientTape() as tape:
+            y = first.forward(x)
+            tape.watch(y)
+            z = second.forward(y)
+        return tape.batch_jacobian(z, y, unconnected_gradients="zero")
+
+    def eager_second(y):
+        with tf.GradientTape() as tape:
+            tape.watch(y)
+            z = second.forward(y)
+        return tape.batch_jacobian(z, y)
+
+    got = jacobian(x)
+    np.testing.assert_allclose(got, eager_second(first.forward(x)), rtol=1e-12, atol=1e-12)
+    assert np.abs(got.numpy() - np.eye(6)).max() > 1e-3  # the coupling's network is in it
+
+
 @pytest.mark.parametrize("kwargs", [
     {"event_shape": (6,), "coupling": "additive"},
     {"event_shape": (6,), "coupling": "affine", "partition": "halves"},

@@ -18,10 +18,12 @@ The gathers are the slow path: on a CPU their gradients scatter. On the MNIST
 model the reshape/transpose path is what makes `fit` keep up with TFP's
 `RealNVP` (see `benchmarks/`).
 
-Inside a `tf.function`, `split` of a tensor that `merge` just built (the next
-coupling of a chain, with this mask or its complement) returns the parts
-`merge` was given: the values are the same, and the rearrangement between
-consecutive couplings is not computed at all. Grappler removes it on its own
+Inside a `tf.function` and outside any gradient tape (serving, sampling,
+scoring), `split` of a tensor that `merge` just built (the next coupling of a
+chain, with this mask or its complement) returns the parts `merge` was given:
+the values are the same, and the rearrangement between consecutive couplings
+is not computed at all. (Under a tape it is, so that a gradient with respect to
+a coupling's output flows through the next coupling.) Grappler removes it on its own
 only when the batch size is known at tracing; in a graph traced for any batch
 size (a SavedModel's signatures, `input_signature=[TensorSpec([None, ...])]`)
 it ran, and the exported `log_prob` of a small model took 1.3x the in-process
@@ -57,10 +59,24 @@ def _merged(x):
     return getattr(x.graph, _ATTR, {}).get(x.ref())
 
 
+def _tape_may_record():
+    """Whether a gradient tape is active here (True when TensorFlow cannot say).
+
+    Under a tape the parts are not taken: a gradient with respect to the merged
+    tensor itself (watched by the user) must flow through the next coupling.
+    """
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - a TensorFlow without the module
+        return True
+    return record.could_possibly_record()
+
+
 def _merged_parts(x, mask):
-    """`(x_a, x_b)` for `mask` if `merge` built `x` from parts of `mask` or of `~mask`."""
+    """`(x_a, x_b)` for `mask` if `merge` built `x` from parts of `mask` or of `~mask`
+    and no gradient tape is recording."""
     found = _merged(x)
-    if found is None:
+    if found is None or _tape_may_record():
         return None
     merged_mask, x_a, x_b, _ = found
     if merged_mask == _key(mask):
