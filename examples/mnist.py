@@ -9,8 +9,9 @@ By default the model and optimiser are `tfp_nice.presets.affine_mnist()`, the
 library's recipe: RealNVP's logit preprocessing, 16 affine couplings of 3x256
 ReLU networks with an ActNorm and a random permutation before each, the
 rescaling, and Adam with a moving average of the weights (the held-out figures
-below are the averaged weights', what `fit` leaves in the model). See its docstring and benchmarks/README.md
-(section 7) for what it reaches in 1, 3, 10 and 30 minutes.
+below are the averaged weights', what `fit` leaves in the model). See its
+docstring and benchmarks/README.md (section 7) for what it reaches in 1, 3, 10
+and 30 minutes.
 
 With `--preset nice_mnist`, they are `tfp_nice.presets.nice_mnist()`: 4 additive
 couplings with odd/even partitions, coupling networks of 5 hidden ReLU layers of
@@ -22,7 +23,7 @@ reports a test log-likelihood of 1980.50 nats after 1,500 epochs on the 60,000
 training images.
 
 Without `--images`, it uses the 10,000-image test split in ../shared/data/mnist
-when present (8,000 to train, 2,000 held out): a number from that split is not
+when present (8,000 to train and stop on, 2,000 held out): a number from that split is not
 the paper's protocol. Training images are dequantized afresh every epoch
 (`tfp_nice.dequantized_batches`), the held-out ones once. It prints held-out
 log-likelihood (nats) and bits/dim after every epoch.
@@ -135,27 +136,27 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     preset = getattr(tn.presets, args.preset)(seed=args.seed, **paper_options)
     train, held = train_test_split(images, test_fraction=args.held_out, seed=args.seed)
-    callbacks = []
+    stop = None
     if args.patience:
         train, validation = train_test_split(train, test_fraction=args.validation,
                                              seed=args.seed)
-        callbacks.append(tn.AveragedEarlyStopping(
-            preset.preprocess(validation, seed=args.seed + 2), args.patience))
+        stop = tn.AveragedEarlyStopping(preset.preprocess(validation, seed=args.seed + 2),
+                                        args.patience)
     batches = tn.dequantized_batches(train.reshape(len(train), -1), MNIST_LEVELS,
                                      args.batch_size, seed=args.seed)
     held = preset.preprocess(held, seed=args.seed + 1)
     options = "".join(f", {k}={v}" for k, v in paper_options.items())
-    kept = f", {len(validation)} to stop on" if args.patience else ""
+    kept = f", {len(validation)} to stop on" if stop else ""
     print(f"{source}: {len(train)} images to train{kept}, {len(held)} held out; "
           f"preset {args.preset}{options}")
 
     preset.model.compile(preset.optimizer)
     start = time.perf_counter()
-    callbacks += [HeldOut(held, start), keras.callbacks.TerminateOnNaN()]
-    preset.model.fit(batches, epochs=args.epochs, verbose=0, callbacks=callbacks)
+    callbacks = [HeldOut(held, start), keras.callbacks.TerminateOnNaN()]
+    preset.model.fit(batches, epochs=args.epochs, verbose=0,
+                     callbacks=callbacks if stop is None else [stop, *callbacks])
     r = preset.model.evaluate(held, batch_size=500, verbose=0, return_dict=True)
-    if args.patience and callbacks[0].best_epoch is not None:
-        stop = callbacks[0]
+    if stop is not None and stop.best_epoch is not None:
         print(f"best validation figure after epoch {stop.best_epoch + 1} (stopped: "
               f"{'yes' if stop.stopped_epoch else 'no, out of epochs'}); ", end="")
     print(f"the model fit left: held-out log-likelihood {-r['nll']:.2f} nats, "

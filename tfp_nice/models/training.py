@@ -237,8 +237,8 @@ def check_training_data(model, x, batch_size=None, validation_split=0.0):
     Checks (for numpy arrays and tensors; a `tf.data.Dataset` is the caller's
     to check): not empty, floating (not integer, not half precision),
     examples of the model's event shape, every value finite (the error names
-    the first bad row), values in `[0, 1]` for a model with `logit_alpha`, and `batch_size` no larger than the examples left
-    after `validation_split`. Raises `TrainingDataError` (a `ValueError`) or
+    the first bad row), values in `[0, 1]` for a model with `logit_alpha`, and
+    `batch_size` no larger than the examples left after `validation_split`. Raises `TrainingDataError` (a `ValueError`) or
     `TrainingDataTypeError` (a `TypeError`).
     """
     if isinstance(x, tf.data.Dataset) or x is None:
