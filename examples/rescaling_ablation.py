@@ -8,7 +8,7 @@ scikit-learn's digits (80/20 split, 17 levels), trained with the same budget:
 
 * without the rescaling layer (volume preserving);
 * with it, log-scales initialised at zero (NICE's choice);
-* with it, log-scales set from the first training batch so that the latent
+* with it, log-scales set from a sample of the training data so that the latent
   of the fresh (identity) flow has the prior's standard deviation, pi / sqrt(3)
   for a standard logistic: `s_i = log(pi / sqrt(3) / std(x_i))` (the
   library's default, `rescaling_init="data"`);

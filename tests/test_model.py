@@ -47,20 +47,26 @@ def test_fresh_model_is_identity_flow_over_the_prior():
     np.testing.assert_array_equal(model.encode(x), x)
 
 
-def test_distribution_is_a_transformed_distribution_equal_to_log_prob_and_predict():
-    model = randomise(small_model())
-    x = data(32)
+def test_distribution_log_prob_and_predict_are_nice_formula_in_numpy():
+    """Every way to score (the TFP distribution, log_prob, predict, call) against NICE's
+    eq. (3) computed in numpy from the weights and literal masks."""
+    model = randomise(small_model(dtype="float64"))
+    x = data(32).astype("float64")
+    first = np.array([True, False] * 3)  # odd_even: entries 0, 2, 4 condition first
+    expected = numpy_nice_log_prob(x, [first, ~first, first, ~first], model.coupling_networks,
+                                   model.log_scale.numpy())
     dist = model.distribution
     # TFP hands back its non-composite-tensor TransformedDistribution class here,
     # since coupling networks are not tensors.
     assert type(dist).__name__.lstrip("_") == "TransformedDistribution"
     assert isinstance(dist, tfd.Distribution) and dist.event_shape == (6,)
     assert isinstance(dist.distribution.distribution, tfd.Logistic)
-    lp = model.log_prob(x).numpy()
-    np.testing.assert_allclose(dist.log_prob(x), lp, rtol=1e-6)
-    np.testing.assert_allclose(model.predict(x, verbose=0), lp, rtol=1e-5)
-    np.testing.assert_allclose(model(x), lp, rtol=1e-6)
-    assert lp.shape == (32,) and np.all(np.isfinite(lp))
+    for name, scored in [("distribution.log_prob", dist.log_prob(x)),
+                         ("log_prob", model.log_prob(x)),
+                         ("predict", model.predict(x, batch_size=8, verbose=0)),
+                         ("call", model(x))]:
+        np.testing.assert_allclose(scored, expected, rtol=1e-10, atol=1e-10, err_msg=name)
+    assert expected.shape == (32,) and np.ptp(expected) > 1.0
 
 
 @pytest.mark.parametrize("prior", ["logistic", "normal"])
@@ -484,6 +490,47 @@ def test_actnorm_initialisation_gives_zero_mean_unit_variance(tmp_path):
                                   model.steps[0].shift.numpy())
 
 
+def _sorted_by_class(n_per_class=3000, classes=3, seed=0):
+    """Rows sorted by class, each class far from the others (mean 4k, spread 1 + k)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([4.0 * k + (1.0 + k) * rng.normal(size=(n_per_class, 6))
+                           for k in range(classes)]).astype("float32")
+
+
+@pytest.mark.parametrize("validation_split", [0.0, 0.5])
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["array", "tensor"])
+def test_fit_starts_from_a_random_sample_of_the_training_rows(validation_split, as_tensor):
+    """On data sorted by class the start sees every class of the training rows, not the
+    first batch's one class, and none of the rows fit holds out for validation."""
+    x = _sorted_by_class()
+    train = x[: len(x) - int(len(x) * validation_split)]
+    model = small_model(actnorm=True)
+    model.compile(keras.optimizers.SGD(0.0))  # the start alone moves the weights
+    model.fit(tf.constant(x) if as_tensor else x, epochs=1, batch_size=32,
+              validation_split=validation_split, verbose=0)
+    shift = model.steps[0].shift.numpy()
+    log_scale = model.steps[0].log_scale.numpy()
+    # 4096 of the training rows: the sample mean is within 4 standard errors of theirs.
+    standard_error = train.std(0) / np.sqrt(4096)
+    np.testing.assert_array_less(np.abs(-shift - train.mean(0)), 4 * standard_error)
+    np.testing.assert_allclose(np.exp(-log_scale), train.std(0), rtol=0.06)
+    first_batch_mean = x[:32].mean(0)
+    assert np.all(np.abs(-shift - first_batch_mean) > 1.0)
+
+
+def test_start_sample_is_seeded_and_takes_all_rows_when_fewer():
+    from tfp_nice.models.training import start_sample
+
+    x = _sorted_by_class()
+    a, b, c = (start_sample(x, seed=s) for s in (0, 0, 1))
+    assert a.shape == (4096, 6) and np.array_equal(a, b) and not np.array_equal(a, c)
+    rows = {r.tobytes() for r in x}
+    assert all(r.tobytes() in rows for r in a) and len({r.tobytes() for r in a}) == 4096
+    np.testing.assert_array_equal(start_sample(x[:1000], seed=0), x[:1000])
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(1000)
+    np.testing.assert_array_equal(start_sample(dataset), x[:4096])
+
+
 def test_actnorm_initialisation_survives_saved_model_export(tmp_path):
     model = small_model(actnorm=True)
     x = data(64)
@@ -886,10 +933,10 @@ def test_logit_model_trains_and_refuses_data_outside_the_unit_box():
     with pytest.raises(ValueError, match=r"logit_alpha needs data in \[0, 1\].*row 7 holds "
                                          r"values from .* to 1.5"):
         model.fit(bad, epochs=1, batch_size=64, verbose=0)
-    fresh = small_model(logit_alpha=0.05, actnorm=True)  # a dataset: the first batch checked
+    fresh = small_model(logit_alpha=0.05, actnorm=True)  # a dataset: the start's rows checked
     fresh.compile("adam")
-    with pytest.raises(ValueError, match=r"logit_alpha needs data in \[0, 1\] .*; the first "
-                                         r"batch holds values from .* to 1.5"):
+    with pytest.raises(ValueError, match=r"logit_alpha needs data in \[0, 1\] .*; the data-dependent "
+                                         r"start's sample holds values from .* to 1.5"):
         fresh.fit(tf.data.Dataset.from_tensor_slices(bad[:64]).batch(64), epochs=1, verbose=0)
 
 

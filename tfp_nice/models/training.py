@@ -13,7 +13,7 @@ from tfp_nice.data.quantization import check_levels_data
 
 __all__ = ["AveragedEarlyStopping", "StopOnNonFiniteLoss", "TrainingDataError",
            "averaged_weights", "can_stream",
-           "check_training_data", "dequantized_batches", "epoch_batches", "first_batch"]
+           "check_training_data", "dequantized_batches", "epoch_batches", "start_sample"]
 
 
 class TrainingDataError(ValueError):
@@ -279,14 +279,37 @@ def check_training_data(model, x, batch_size=None, validation_split=0.0):
                                 "training examples.")
 
 
-def first_batch(x, batch_size):
-    """The first batch `fit` will see, for the data-dependent start."""
+START_ROWS = 4096  # examples the data-dependent start is computed from, at most
+
+
+def start_sample(x, seed=0, validation_split=0.0, max_rows=START_ROWS):
+    """The examples the data-dependent start (ActNorm, the rescaling) is computed from.
+
+    For an array: up to `max_rows` rows drawn at random without replacement
+    (seeded by `seed`) from the training rows, those `fit` keeps after
+    `validation_split` (all of them when fewer), so that data sorted by class
+    start from every class, not the first. For a `tf.data.Dataset` (of batches,
+    or of `(x, ...)` tuples): its first batches, up to `max_rows` rows: a
+    dataset orders itself, so shuffle it (`tn.dequantized_batches` does).
+    """
     if isinstance(x, tf.data.Dataset):
-        element = next(iter(x))
-        return element[0] if isinstance(element, (tuple, list)) else element
+        parts, rows = [], 0
+        for element in x:
+            batch = element[0] if isinstance(element, (tuple, list)) else element
+            parts.append(batch)
+            rows += int(batch.shape[0])
+            if rows >= max_rows:
+                break
+        if not parts:
+            raise TrainingDataError("fit got an empty dataset: no examples to start from.")
+        return tf.concat(parts, axis=0)[:max_rows]
     if isinstance(x, (tuple, list)):
         x = x[0]
-    return x[: batch_size or 32]
+    n = len(x) - int(len(x) * (validation_split or 0.0))
+    if n <= max_rows:
+        return x[:n]
+    rows = np.sort(np.random.default_rng(seed % 2**64).choice(n, size=max_rows, replace=False))
+    return tf.gather(x, rows) if isinstance(x, tf.Tensor) else np.asarray(x)[rows]
 
 
 def can_stream(model, x, y, args, kwargs):

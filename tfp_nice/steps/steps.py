@@ -47,7 +47,14 @@ def _check_batch(h, event_shape, name):
 
 
 class FlowStep(keras.layers.Layer):
-    """Base of the steps: `bijector()` for `f`'s direction, `adapt(h)` to start from data."""
+    """Base of the steps: `bijector()` for `f`'s direction, `adapt(h)` to start from data.
+
+    `constant_log_det` says whether the step's log-determinant is the same at every
+    input (what an exact entropy needs); a step whose log-det depends on its input
+    says `False`.
+    """
+
+    constant_log_det = True
 
     def __init__(self, event_shape, **kwargs):
         kwargs.setdefault("autocast", False)
@@ -97,6 +104,10 @@ class CouplingStep(FlowStep):
                                    dtype=self.dtype_policy, name="network")
         self.network.build((None, int(self.mask.sum())))
         self.built = True
+
+    @property
+    def constant_log_det(self):
+        return self.coupling == "additive"
 
     def bijector(self):
         return COUPLINGS[self.coupling](self.network, self.mask, name=self.name)
@@ -236,9 +247,11 @@ class LogitStep(FlowStep):
     comparable with models without it. It has no weights. Outside
     `(-alpha / (1 - 2 alpha), 1 + alpha / (1 - 2 alpha))` the density is zero
     and, as for TFP's sigmoid-based distributions, `log_prob` is NaN. `fit`
-    refuses arrays with values outside `[0, 1]`, and `adapt` a first batch
+    refuses arrays with values outside `[0, 1]`, and `adapt` a start sample
     with such values (a dataset, when the model starts from data).
     """
+
+    constant_log_det = False  # it depends on x
 
     def __init__(self, event_shape, alpha=0.05, **kwargs):
         super().__init__(event_shape, **kwargs)
@@ -261,7 +274,8 @@ class LogitStep(FlowStep):
         low, high = float(tf.reduce_min(h)), float(tf.reduce_max(h))
         if not (low >= 0.0 and high <= 1.0):
             raise ValueError(f"logit_alpha needs data in [0, 1] (dequantized as (x + u) / "
-                             f"levels); the first batch holds values from {low:g} to {high:g}.")
+                             f"levels); the data-dependent start's sample holds values from "
+                             f"{low:g} to {high:g}.")
         return self.bijector().forward(h)
 
     def get_config(self):
