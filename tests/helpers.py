@@ -1,5 +1,6 @@
 """Builders of non-trivial networks and bijectors for the tests."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -75,8 +76,6 @@ def affine_coupling(mask, dtype, seed, bound=None):
 
 
 def random_variable(shape, dtype, seed, scale=0.3):
-    import keras
-
     values = np.random.default_rng(seed).normal(scale=scale, size=shape)
     return keras.Variable(values, dtype=tf.as_dtype(dtype).name)
 
@@ -86,8 +85,6 @@ def lu_linear(event_shape, dtype, seed):
     size = int(np.prod(event_shape))
     init = tn.lu_linear_init(size, seed)
     rng = np.random.default_rng(seed + 1)
-    import keras
-
     variables = [keras.Variable(init[k] + rng.normal(scale=0.2, size=init[k].shape),
                                 dtype=tf.as_dtype(dtype).name)
                  for k in ("lower", "upper", "log_diag")]
@@ -98,23 +95,36 @@ def lu_linear(event_shape, dtype, seed):
 _NUMPY_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0)}
 
 
-def numpy_mlp(net, a):
-    """A CouplingMLP (additive) evaluated in numpy from its weights."""
+def _half_dense(h, kernel, bias, half):
+    """`h @ kernel + bias` as a CPU with native half-precision arithmetic may compute
+    it: inputs rounded to `half` (to nearest even), each partial sum rounded in turn."""
+    h, kernel, bias = h.astype(half), kernel.astype(half), bias.astype(half)
+    total = np.zeros((h.shape[0], kernel.shape[1]), half)
+    for i in range(kernel.shape[0]):
+        total = (total + (h[:, i:i + 1] * kernel[i][None, :]).astype(half)).astype(half)
+    return (total + bias).astype(half)
+
+
+def numpy_mlp(net, a, half=None):
+    """A CouplingMLP (additive) evaluated in numpy from its weights: in float64, or with
+    `half` (a numpy or ml_dtypes dtype) in half precision, accumulating in it."""
     act = _NUMPY_ACTIVATIONS[net.activation.__name__]
     h = a
-    for layer in net.hidden_layers:
-        h = act(h @ layer.kernel.numpy() + layer.bias.numpy())
-    return h @ net.output_layer.kernel.numpy() + net.output_layer.bias.numpy()
+    for layer in [*net.hidden_layers, net.output_layer]:
+        kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+        z = h @ kernel + bias if half is None else _half_dense(h, kernel, bias, half)
+        h = z if layer is net.output_layer else act(z)
+    return np.asarray(h, np.float64)
 
 
-def numpy_nice_log_prob(x, masks, nets, log_scale, prior="logistic"):
+def numpy_nice_log_prob(x, masks, nets, log_scale, prior="logistic", half=None):
     """NICE's eq. (3) in numpy: the couplings in the order given, then the rescaling,
-    then a standard logistic (or normal) p_H."""
+    then a standard logistic (or normal) p_H; with `half`, the networks compute in it."""
     n = x.shape[0]
     h = np.asarray(x, np.float64).reshape(n, -1).copy()
     for mask, net in zip(masks, nets):
         m = np.asarray(mask).reshape(-1)
-        h[:, ~m] = h[:, ~m] + numpy_mlp(net, h[:, m])
+        h[:, ~m] = h[:, ~m] + numpy_mlp(net, h[:, m], half)
     s = np.broadcast_to(log_scale, x.shape[1:]).reshape(-1)
     h = h * np.exp(s)  # the rescaling is the last layer of f
     if prior == "logistic":
@@ -122,3 +132,58 @@ def numpy_nice_log_prob(x, masks, nets, log_scale, prior="logistic"):
     else:
         log_p_h = -0.5 * h ** 2 - 0.5 * np.log(2 * np.pi)
     return log_p_h.sum(axis=1) + s.sum()
+
+
+def unit_roundoff(dtype):
+    """`u = eps / 2` of a floating dtype: float16 2**-11, bfloat16 2**-8, float32 2**-24."""
+    import ml_dtypes
+
+    return float(ml_dtypes.finfo(tf.as_dtype(dtype).as_numpy_dtype).eps) / 2
+
+
+def half_precision_log_prob_tolerance(model, x, sigmas=6.0):
+    """Per example, how far two computations of `model.log_prob(x)` may fall apart when
+    both run the coupling networks in the policy's half-precision compute dtype but round
+    differently: eager against a graph or a served SavedModel (fused `MatMul + BiasAdd +
+    Relu`), oneDNN on or off, another CPU's kernels (native float16 arithmetic on
+    AVX512-FP16 or Arm, which may accumulate in half precision).
+
+    Derived from the dtype's unit roundoff `u` and the sizes of the sums, not measured.
+    Each rounding to half precision errs by up to `u |v|`, with either sign: modelled as
+    independent and uniform, of rms `u |v| / sqrt(3)`. In every `Dense` layer the output
+    `z_j = sum_i h_i W_ij + b_j` may be rounded after the product and after the bias, and
+    a kernel that accumulates in half precision rounds each partial sum
+    `S_k = sum_{i <= k} h_i W_ij` (taken in order, the largest partial sums of the usual
+    orders): together an rms of `u / sqrt(3) * sqrt(p_j^2 + z_j^2 + sum_k S_k^2)`. To
+    first order `log p` moves by `sum_j (d log p / d z_j) dz_j` over every layer of every
+    network, the gradient taken by autodiff in a float32 copy of the model: an rms `sigma`
+    of the root sum of squares. Two computations differ by `sqrt(2) sigma`; the tolerance
+    is `sigmas` (6) of those.
+    """
+    compute = tf.as_dtype(model.coupling_networks[0].compute_dtype)
+    u = unit_roundoff(compute)
+    twin = type(model).from_config({**model.get_config(), "dtype": "float32"})
+    twin.set_weights(model.get_weights())
+    deltas = []
+    with tf.GradientTape() as tape:
+        def sensitive(layer):
+            def call(h):
+                kernel = tf.convert_to_tensor(layer.kernel)
+                product = tf.matmul(h, kernel)
+                z = product + tf.convert_to_tensor(layer.bias)
+                final = tf.square(product) + tf.square(z)
+                partial = tf.cumsum(h[:, :, None] * kernel[None, :, :], axis=1)  # S_k
+                size = u / np.sqrt(3.0) * tf.sqrt(final + tf.reduce_sum(tf.square(partial), 1))
+                delta = tf.zeros_like(z)
+                tape.watch(delta)
+                deltas.append(delta)
+                return layer.activation(z + delta * size)
+            return call
+
+        for net in twin.coupling_networks:
+            for layer in [*net.hidden_layers, net.output_layer]:
+                layer.call = sensitive(layer)
+        total = tf.reduce_sum(twin.log_prob(x))
+    grads = tape.gradient(total, deltas)
+    sigma = tf.sqrt(sum(tf.reduce_sum(tf.square(g), axis=-1) for g in grads))
+    return sigmas * np.sqrt(2.0) * sigma.numpy()
