@@ -388,3 +388,21 @@ def test_logit_model_serves_data_space_log_prob_in_a_fresh_process(tmp_path):
     support = 0.05 / 0.9  # samples lie in (-support, 1 + support)
     for key in ("seeded_a", "fresh_a"):
         assert np.all(out[key] > -support) and np.all(out[key] < 1 + support)
+
+
+def test_a_negative_seed_samples_afresh_in_every_process(tmp_path):
+    """A model exported after a global seed (as `tfp-nice train` sets one) freezes the op
+    seed of the graph's random op: a restarted server must not draw the same samples."""
+    keras.utils.set_random_seed(0)
+    model = make_model((6,))
+    tn.export_saved_model(model, tmp_path / "saved")
+    x = inputs_for(model)
+    outs = []
+    for k in range(2):
+        folder = tmp_path / f"process_{k}"
+        folder.mkdir()
+        outs.append(run_fresh(tmp_path / "saved", x, folder)[1])
+    np.testing.assert_array_equal(outs[0]["seeded_a"], outs[1]["seeded_a"])
+    for key in ("fresh_a", "fresh_b"):
+        assert not np.array_equal(outs[0][key], outs[1][key]), key
+    assert not np.array_equal(outs[0]["fresh_a"], outs[0]["fresh_b"])

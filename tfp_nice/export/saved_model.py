@@ -93,7 +93,12 @@ class _Server(tf.Module):
                     ["temperature must be a finite float > 0; got", temperature]),
             ]
             with tf.control_dependencies(checks):
-                fresh = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+                # A random op alone repeats itself in every process that loads the
+                # model when a global seed was set at export (its op seed is frozen
+                # in the graph); the clock tells processes apart, the op tells calls.
+                clock = tf.bitcast(tf.timestamp(), tf.int32)
+                fresh = tf.bitwise.bitwise_xor(
+                    clock, tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32))
                 given = tf.stack([tf.cast(seed % (2**31 - 1), tf.int32), 0])
                 stateless = tf.where(seed >= 0, given, fresh)
                 z = model.base_distribution.sample(num_samples, seed=stateless)
