@@ -89,6 +89,19 @@ def test_sample_and_evaluate_on_the_outputs(trained_moons, model_path):
     assert result["count"] == 30 and math.isfinite(result["nll"])
 
 
+@pytest.mark.parametrize("model_path", ["run/model.keras", "run/saved_model"],
+                         ids=["keras", "saved_model"])
+def test_sample_with_a_negative_seed_draws_afresh_in_each_process(trained_moons, model_path):
+    folder, _, _ = trained_moons  # trained by `tfp-nice train`, which sets a global seed
+    drawn = []
+    for k in range(2):
+        done = run_cli("sample", model_path, "--num-samples", "5", "--seed", "-1",
+                       "--out", f"fresh_{k}.npy", cwd=folder)
+        assert done.returncode == 0, done.stderr[-3000:]
+        drawn.append(np.load(folder / f"fresh_{k}.npy"))
+    assert drawn[0].shape == (5, 2) and not np.array_equal(drawn[0], drawn[1])
+
+
 def test_evaluate_agrees_between_keras_file_and_saved_model(trained_moons):
     folder, _, _ = trained_moons
     results = []
@@ -98,6 +111,32 @@ def test_evaluate_agrees_between_keras_file_and_saved_model(trained_moons):
         assert done.returncode == 0, done.stderr[-3000:]
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     assert results[0]["nll"] == pytest.approx(results[1]["nll"], rel=1e-5)
+
+
+def test_redirected_train_prints_plain_lines_one_per_epoch(tmp_path):
+    """`make run > log`: no progress-bar escape codes in a file, and "1 epoch", not "1 epochs"."""
+    done = run_cli("train", "--data", "moons", "--num-points", "300", "--epochs", "1",
+                   "--hidden", "8", "--couplings", "2", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "\x1b[" not in done.stdout and "\b" not in done.stdout
+    epoch_lines = [line for line in done.stdout.splitlines() if " - loss: " in line]
+    assert len(epoch_lines) == 1 and "val_loss" in epoch_lines[0], done.stdout
+    assert re.search(r"after 1 epoch \(", done.stdout), done.stdout
+
+
+@pytest.mark.parametrize("tty, given, expected", [(True, None, 1), (False, None, 2),
+                                                   (False, 1, 1), (True, 0, 0)])
+def test_verbosity_follows_the_terminal_unless_given(monkeypatch, tty, given, expected):
+    import io
+
+    from tfp_nice.cli.commands import _verbosity
+
+    class Out(io.StringIO):
+        def isatty(self):
+            return tty
+
+    monkeypatch.setattr(sys, "stdout", Out())
+    assert _verbosity(given) == expected
 
 
 def test_train_on_images_writes_a_sample_grid(tmp_path):
@@ -122,6 +161,28 @@ def test_train_on_an_idx_file_and_a_csv(tmp_path):
     assert main(["train", "--data", str(tmp_path / "d.csv"), *TINY, "--batch-size", "8",
                  "--out", str(tmp_path / "csv")]) == 0
     assert json.loads((tmp_path / "csv" / "metrics.json").read_text())["event_shape"] == [3]
+
+
+@pytest.mark.parametrize("shape, image_shape", [((30, 5), None), ((30, 4, 4), (4, 4)),
+                                                ((30, 4, 4, 3), (4, 4, 3))],
+                         ids=["n-d", "n-h-w", "n-h-w-c"])
+def test_npz_data_of_every_promised_shape(tmp_path, shape, image_shape):
+    from tfp_nice.cli.inputs import load_dataset
+
+    x = np.random.default_rng(0).integers(0, 256, size=shape).astype(np.uint8)
+    np.savez(tmp_path / "data.npz", x=x)
+    dataset = load_dataset(str(tmp_path / "data.npz"))
+    assert dataset.x.shape == (30, int(np.prod(shape[1:])))
+    assert dataset.image_shape == image_shape and dataset.num_levels == 256
+    noise = dataset.x * 256 - x.reshape(30, -1)  # (x + u) / 256, u in [0, 1)
+    assert np.all(noise > -1e-3) and np.all(noise < 1 + 1e-3)
+
+
+def test_train_on_an_npz_file_of_vectors(tmp_path):
+    np.savez(tmp_path / "v.npz", x=np.random.default_rng(1).normal(size=(50, 3)))
+    assert main(["train", "--data", str(tmp_path / "v.npz"), *TINY, "--batch-size", "8",
+                 "--out", str(tmp_path / "npz")]) == 0
+    assert json.loads((tmp_path / "npz" / "metrics.json").read_text())["event_shape"] == [3]
 
 
 # --- bad input: status 2, one clear line, --out as it was ------------------------------
@@ -162,21 +223,40 @@ def test_data_of_the_wrong_shape(capsys, existing_out):
     assert_untouched(existing_out)
 
 
-def test_nan_in_data(capsys, existing_out):
+@pytest.mark.parametrize("header, where", [("", "line 8"), ("a,b", "line 9")],
+                         ids=["csv", "csv-with-header"])
+def test_nan_in_a_csv_file_names_its_line(capsys, existing_out, header, where):
     x = np.random.default_rng(0).normal(size=(20, 2))
     x[7, 1] = np.nan
-    np.savetxt(existing_out.parent / "data_nan.csv", x, delimiter=",")
+    np.savetxt(existing_out.parent / "data_nan.csv", x, delimiter=",", header=header,
+               comments="")
     status, err = bad_train(capsys, existing_out, "--data",
                             str(existing_out.parent / "data_nan.csv"))
-    assert status == 2 and "NaN in row 7" in err[0]
+    assert status == 2 and f"NaN in {where};" in err[0]
     assert_untouched(existing_out)
 
 
-def test_non_numeric_csv(capsys, existing_out):
-    (existing_out.parent / "data_text.csv").write_text("a,b\n1,2\nx,y\n")
+def test_nan_in_an_npy_file_names_its_row(capsys, existing_out):
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    x[7, 1] = np.nan
+    np.save(existing_out.parent / "data_nan.npy", x)
+    status, err = bad_train(capsys, existing_out, "--data",
+                            str(existing_out.parent / "data_nan.npy"))
+    assert status == 2 and "NaN in row 7;" in err[0]
+    assert_untouched(existing_out)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("a,b\n1,2\nx,y\n", "line 3, column 1 holds 'x'"),
+    ("1,2\n3,4\n5,x\n", "line 3, column 2 holds 'x'"),
+    ("a,b\n1,2\n3,4\n5,6\n7,?\n", "line 5, column 2 holds '?'"),
+], ids=["header", "no-header", "later-line"])
+def test_non_numeric_csv_names_the_line_and_column(capsys, existing_out, text, where):
+    (existing_out.parent / "data_text.csv").write_text(text)
     status, err = bad_train(capsys, existing_out, "--data",
                             str(existing_out.parent / "data_text.csv"))
-    assert status == 2 and "not a numeric CSV" in err[0]
+    assert status == 2 and len(err) == 1
+    assert f"not a numeric CSV file: {where}, not a number." in err[0]
     assert_untouched(existing_out)
 
 
@@ -375,6 +455,51 @@ def test_killed_training_resumes_without_losing_a_finished_epoch(tmp_path):
     assert not (tmp_path / ".run.backup").exists()
 
 
+class _Killed(Exception):
+    """Stands for the process dying right after a backup was written."""
+
+
+def test_resume_goes_on_from_the_backup_and_keeps_the_finished_epochs(tmp_path, monkeypatch):
+    """From a prepared backup (two finished epochs of five), the run takes exactly the three
+    epochs left: the finished epochs' losses stay as logged, and the optimizer ends with
+    five epochs' steps, not the seven a restart from epoch 0 with the weights kept takes."""
+    import keras
+
+    from tfp_nice.cli.resume import EpochBackup
+
+    argv = ["train", "--data", "moons", "--num-points", "400", "--epochs", "5",
+            "--hidden", "8", "--couplings", "2", "--batch-size", "32", "--patience", "0",
+            "--verbose", "0", "--resume", "--out", str(tmp_path / "run")]
+    backup_epoch = EpochBackup.on_epoch_end
+
+    def dies_after_two_epochs(self, epoch, logs=None):
+        backup_epoch(self, epoch, logs)
+        if epoch + 1 == 2:
+            raise _Killed
+
+    monkeypatch.setattr(EpochBackup, "on_epoch_end", dies_after_two_epochs)
+    with pytest.raises(_Killed):
+        main(argv)
+    monkeypatch.undo()
+    backup = tmp_path / ".run.backup"
+    assert sorted(p.name for p in backup.iterdir()) == ["epoch-2.keras", "history.csv"]
+    logged = np.loadtxt(backup / "history.csv", delimiter=",", skiprows=1, ndmin=2)
+    header = (backup / "history.csv").read_text().splitlines()[0].split(",")
+    finished_losses = logged[:, header.index("loss")].tolist()
+    steps_at_backup = int(keras.models.load_model(backup / "epoch-2.keras")
+                          .optimizer.iterations.numpy())
+
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    steps_per_epoch = math.ceil(metrics["train"]["count"] / 32)
+    assert steps_at_backup == 2 * steps_per_epoch
+    losses = metrics["history"]["loss"]
+    assert len(losses) == 5 and losses[:2] == finished_losses
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == 5 * steps_per_epoch
+    assert not backup.exists()
+
+
 # --- --preset: the presets' model and optimiser from the command line ----------------------
 
 
@@ -422,6 +547,32 @@ def test_preset_refuses_architecture_flags(capsys, existing_out, flags, message)
                    "--epochs", "1", "--out", str(existing_out), "--overwrite"])
     err = capsys.readouterr().err
     assert status == 2 and message in err
+    assert_untouched(existing_out)
+
+
+# Every flag the presets fix, typed at its default value (the two switches have none):
+# a typed flag is the user's request, and the preset would override it without a word.
+_PRESET_FLAGS_AT_DEFAULTS = [["--couplings", "4"], ["--hidden", "64", "64"],
+                             ["--partition", "odd_even"], ["--coupling", "additive"],
+                             ["--actnorm"], ["--permutation", "none"],
+                             ["--rescaling-init", "data"], ["--prior", "logistic"],
+                             ["--no-rescaling"], ["--learning-rate", "0.001"]]
+
+
+def test_the_preset_flag_cases_cover_every_flag_a_preset_fixes():
+    from tfp_nice.cli.commands import _PRESET_FIXES
+
+    assert sorted(f[0] for f in _PRESET_FLAGS_AT_DEFAULTS) == sorted(_PRESET_FIXES.values())
+
+
+@pytest.mark.parametrize("flag", _PRESET_FLAGS_AT_DEFAULTS, ids=lambda f: f[0])
+def test_preset_refuses_a_typed_flag_even_at_its_default(capsys, existing_out, flag):
+    status = main(["train", "--data", "digits", "--preset", "affine_mnist", *flag,
+                   "--epochs", "1", "--out", str(existing_out), "--overwrite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err == [f"tfp-nice train: error: --preset affine_mnist sets the model and "
+                   f"optimiser; drop {flag[0]}."]
     assert_untouched(existing_out)
 
 

@@ -185,7 +185,7 @@ def test_not_an_idx_file(tmp_path):
 
 def test_npz_without_images(tmp_path):
     np.savez(tmp_path / "bad.npz", weights=np.zeros(3))
-    with pytest.raises(ValueError, match="holds no images.*weights"):
+    with pytest.raises(ValueError, match="holds no examples.*weights"):
         load_mnist(tmp_path / "bad.npz")
 
 

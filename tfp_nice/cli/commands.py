@@ -6,6 +6,7 @@ import os
 import pathlib
 import platform
 import shutil
+import sys
 import time
 
 import keras
@@ -31,6 +32,22 @@ def _versions():
     return {"tfp_nice": __version__, "tensorflow": tf.__version__,
             "tensorflow_probability": tfp.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _count(n, noun):
+    """`1 epoch`, `2 epochs`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _verbosity(verbose):
+    """`--verbose`, or Keras's progress bar on a terminal and one line per epoch elsewhere.
+
+    The progress bar redraws itself with terminal escape codes, which fill a log file
+    or a pipe with noise.
+    """
+    if verbose is not None:
+        return verbose
+    return 1 if hasattr(sys.stdout, "isatty") and sys.stdout.isatty() else 2
 
 
 def _event_shape(dataset, partition):
@@ -67,11 +84,10 @@ _PRESET_FIXES = {"couplings": "--couplings", "hidden": "--hidden", "partition": 
 def _preset(args, dataset, event_shape):
     """The model and optimiser of `--preset`, after checking it fits the data and flags."""
     from tfp_nice import presets
-    from tfp_nice.cli.parser import build_parser
 
-    defaults = build_parser().parse_args(["train"])
-    changed = [flag for key, flag in _PRESET_FIXES.items()
-               if getattr(args, key) != getattr(defaults, key)]
+    # Refused when typed, whatever the value: a value equal to the default is still the
+    # user's request, and the preset would silently override it.
+    changed = [flag for key, flag in _PRESET_FIXES.items() if key in args.typed]
     if changed:
         raise InputError(f"--preset {args.preset} sets the model and optimiser; drop "
                          f"{', '.join(changed)}.")
@@ -144,7 +160,7 @@ def train(args):
     try:
         history = model.fit(train_x, epochs=args.epochs, batch_size=args.batch_size,
                             validation_split=args.validation_split, callbacks=callbacks,
-                            verbose=args.verbose, initial_epoch=initial_epoch)
+                            verbose=_verbosity(args.verbose), initial_epoch=initial_epoch)
     except TrainingDataError as err:  # the model's own checks, run once, before training
         raise InputError(str(err).replace("batch_size", "--batch-size")) from None
     seconds = time.perf_counter() - start
@@ -166,7 +182,7 @@ def train(args):
         "validation": _scores(model, train_x[n_fit:], args.batch_size) if n_val else None,
         "test": _scores(model, test_x, args.batch_size),
         "history": {k: [float(v) for v in vals] for k, vals in full_history.items()},
-        "arguments": vars(args),
+        "arguments": {k: v for k, v in vars(args).items() if k != "typed"},
         "versions": _versions(),
     }
     with staged_dir(out, overwrite=args.overwrite) as tmp:
@@ -187,7 +203,7 @@ def train(args):
     test = metrics["test"] or metrics["train"]
     which = "test" if metrics["test"] else "train"
     print(f"\n{which} NLL {test['nll']:.3f} nats/example, {test['bits_per_dim']:.4f} bits/dim "
-          f"after {len(losses)} epochs ({seconds:.1f} s)")
+          f"after {_count(len(losses), 'epoch')} ({seconds:.1f} s)")
     print(f"outputs in {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return 0
 
@@ -213,14 +229,14 @@ def sample(args):
     kind, model, info = load_model(args.model)
 
     if kind == "keras":
-        seed = tf.constant([args.seed % (2**31 - 1), 0], tf.int32)
+        seed = None if args.seed < 0 else tf.constant([args.seed % (2**31 - 1), 0], tf.int32)
         x = model.sample(args.num_samples, temperature=args.temperature, seed=seed).numpy()
     else:
         dtype = tf.as_dtype(info["dtype"])
         x = model.signatures["sample"](
             num_samples=tf.constant(args.num_samples, tf.int32),
             temperature=tf.constant(args.temperature, dtype),
-            seed=tf.constant(abs(args.seed), tf.int64))["x"].numpy()
+            seed=tf.constant(args.seed, tf.int64))["x"].numpy()
     _write_npy(out, x)
     flat = x.reshape(len(x), -1)
     d = flat.shape[1]

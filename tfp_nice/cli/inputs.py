@@ -18,6 +18,7 @@ from tfp_nice.data import (
     dequantize,
     load_digits,
     load_mnist,
+    read_npz,
 )
 BUILTIN_DATA = ("digits",) + tuple(TOY_DATASETS)
 
@@ -38,12 +39,12 @@ class Dataset:
         return tuple(self.x.shape[1:])
 
 
-def _check_finite(x, source):
+def _check_finite(x, source, where):
     bad = ~np.isfinite(x)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
         kind = "NaN" if np.isnan(x[row]).any() else "inf"
-        raise InputError(f"{source} holds {kind} in row {row}; remove or fill it.")
+        raise InputError(f"{source} holds {kind} in {where(row)}; remove or fill it.")
 
 
 def _from_integers(raw, num_levels, seed, source):
@@ -59,6 +60,15 @@ def _from_integers(raw, num_levels, seed, source):
 
 
 _RAGGED = re.compile(r"number of columns changed from (\d+) to (\d+) at row (\d+)")
+_NOT_A_NUMBER = re.compile(r"could not convert string (.*) to \w+ at row (\d+), column (\d+)")
+
+
+class _CsvError(ValueError):
+    """A value numpy could not read, at `line` (1-based, of the file)."""
+
+    def __init__(self, message, line):
+        super().__init__(message)
+        self.line = line
 
 
 def _loadtxt(path, skiprows):
@@ -69,42 +79,67 @@ def _loadtxt(path, skiprows):
             return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=skiprows)
     except ValueError as err:
         ragged = _RAGGED.search(str(err))
-        if ragged:
+        if ragged:  # numpy counts these rows from 1 after the skipped lines
             before, now, row = (int(g) for g in ragged.groups())
             raise InputError(f"{path}: line {row + skiprows} has {now} values but the lines "
                              f"before it have {before}; every line needs the same number "
                              "of comma-separated values.") from None
-        raise
+        value = _NOT_A_NUMBER.search(str(err))
+        if value:  # and these from 0
+            text, row, column = value.group(1), int(value.group(2)), int(value.group(3))
+            line = row + skiprows + 1
+            raise _CsvError(f"{path} is not a numeric CSV file: line {line}, column "
+                            f"{column} holds {text}, not a number.", line) from None
+        raise InputError(f"{path} is not a numeric CSV file: {err}") from None
 
 
 def _read_csv(path):
-    """Numbers separated by commas, one example per line, with at most one header line."""
+    """Numbers separated by commas, one example per line, with at most one header line.
+
+    Returns the array and the file's line number of its first row (2 after a header).
+    """
     try:
-        x = _loadtxt(path, 0)
-    except ValueError:
-        try:
-            x = _loadtxt(path, 1)  # a header line
-        except ValueError as err:
-            raise InputError(f"{path} is not a numeric CSV file: {err}") from None
+        return _check_csv_rows(_loadtxt(path, 0), path), 1
+    except _CsvError as err:
+        if err.line != 1:  # the first line read: it may be a header; any other is bad
+            raise InputError(str(err)) from None
+    try:
+        return _check_csv_rows(_loadtxt(path, 1), path), 2
+    except _CsvError as err:
+        raise InputError(str(err)) from None
+
+
+def _check_csv_rows(x, path):
     if x.size == 0:
         raise InputError(f"{path} holds no rows of numbers (an empty CSV file).")
     return x
 
 
 def _read_array(path):
+    """The array of a data file, its image shape (or `None`), and how to name its rows."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
-            return np.load(path, allow_pickle=False), None
+            return np.load(path, allow_pickle=False), None, _row
         except (ValueError, OSError) as err:
             raise InputError(f"{path} is not a readable .npy file: {err}") from err
     if suffix == ".csv":
-        return _read_csv(path), None
+        x, first_line = _read_csv(path)
+        return x, None, lambda row: f"line {row + first_line}"
+    if suffix == ".npz":  # any shape, (n, d) to (n, h, w, c): not only MNIST's (n, h, w)
+        try:
+            return read_npz(path)[0], None, _row
+        except ValueError as err:
+            raise InputError(str(err)) from err
     try:
         images, _ = load_mnist(path)
     except ValueError as err:
         raise InputError(str(err)) from err
-    return images, tuple(images.shape[1:])
+    return images, tuple(images.shape[1:]), _row
+
+
+def _row(index):
+    return f"row {index}"
 
 
 def load_dataset(spec, num_points=10000, num_levels=None, seed=0, float_levels=True):
@@ -129,7 +164,7 @@ def load_dataset(spec, num_points=10000, num_levels=None, seed=0, float_levels=T
         raise InputError(
             f"--data {spec}: no such file, and not one of {', '.join(BUILTIN_DATA)}."
         )
-    raw, image_shape = _read_array(path)
+    raw, image_shape, where = _read_array(path)
     if raw.ndim < 2 or raw.shape[0] == 0 or math.prod(raw.shape[1:]) == 0:
         raise InputError(f"{path}: expected an array of shape (n, d) with n, d > 0, "
                          f"got shape {raw.shape}.")
@@ -140,7 +175,7 @@ def load_dataset(spec, num_points=10000, num_levels=None, seed=0, float_levels=T
         x, levels = _from_integers(raw.astype(np.int64) if raw.dtype == np.bool_ else raw,
                                    num_levels, seed, path)
     elif np.issubdtype(raw.dtype, np.floating):
-        _check_finite(raw, str(path))
+        _check_finite(raw, str(path), where)
         if num_levels is not None and float_levels:
             x, levels = _from_integers(raw, num_levels, seed, path)
         else:

@@ -14,7 +14,7 @@ import sys
 from tfp_nice._extras import MissingExtraError
 from tfp_nice.cli import plots
 from tfp_nice.cli.inputs import InputError
-from tfp_nice.cli.parser import build_parser
+from tfp_nice.cli.parser import build_parser, parse_args
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
@@ -56,7 +56,7 @@ _DRAWING = ("train", "sample", "inpaint")
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         if args.command in _DRAWING:
             plots.check_available()

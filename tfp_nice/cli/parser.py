@@ -7,7 +7,7 @@ from tfp_nice._validation import check_int, check_positive_float
 from tfp_nice._version import __version__
 from tfp_nice.cli.inputs import BUILTIN_DATA
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "parse_args"]
 
 
 # The checks are the package's own (tfp_nice._validation); argparse names the option.
@@ -47,7 +47,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     data_help = (f"a built-in data set ({', '.join(BUILTIN_DATA)}) or a .npy, .csv, .npz "
-                 "or MNIST IDX file of shape (n, d) or (n, h, w)")
+                 "or MNIST IDX file of shape (n, d), (n, h, w) or (n, h, w, c)")
     train = sub.add_parser("train", help="train a NICE flow and write its outputs to --out")
     train.add_argument("--data", default="digits", help=f"{data_help} (default: digits)")
     train.add_argument("--num-points", type=_positive_int, default=10000,
@@ -67,21 +67,22 @@ def build_parser():
     train.add_argument("--coupling", default="additive", choices=list(COUPLING_KINDS),
                        help="additive (NICE) or affine (RealNVP) couplings")
     train.add_argument("--actnorm", action="store_true",
-                       help="an ActNorm before each coupling, started from the first batch")
+                       help="an ActNorm before each coupling, started from a sample of the "
+                            "training data")
     train.add_argument("--permutation", default="none",
                        choices=["none" if p is None else p for p in PERMUTATIONS],
                        help="a permutation (or a learned LU linear map) before each coupling")
     train.add_argument("--rescaling-init", default="data", choices=["data", "zeros"],
-                       help="start of the rescaling's log-scales: from the first batch (data) "
-                            "or NICE's zeros")
+                       help="start of the rescaling's log-scales: from a sample of the "
+                            "training data (data) or NICE's zeros")
     train.add_argument("--prior", default="logistic", choices=["logistic", "normal"])
     train.add_argument("--no-rescaling", action="store_true",
                        help="leave out NICE's rescaling layer (a volume-preserving flow)")
     train.add_argument("--preset", default=None, choices=PRESETS,
                        help="the model and optimiser of tfp_nice.presets for 28x28 uint8 "
                             "images: affine_mnist (the library's recipe) or nice_mnist "
-                            "(NICE's); the architecture flags and --learning-rate stay at "
-                            "their defaults")
+                            "(NICE's); the architecture flags and --learning-rate must "
+                            "not be given")
     train.add_argument("--validation-split", type=_fraction, default=0.1)
     train.add_argument("--test-split", type=_fraction, default=0.2)
     train.add_argument("--patience", type=int, default=20,
@@ -93,14 +94,17 @@ def build_parser():
     train.add_argument("--resume", action="store_true",
                        help="save the model after every epoch (beside --out) and, if such "
                             "a backup of an interrupted run exists, go on from it")
-    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                       help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+    train.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
+                       help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch "
+                            "(default: 1 on a terminal, 2 when the output is redirected)")
 
     sample = sub.add_parser("sample", help="draw samples from a model")
     sample.add_argument("model", help="a model.keras file or a SavedModel folder")
     sample.add_argument("--num-samples", type=_positive_int, default=64)
     sample.add_argument("--temperature", type=_positive_float, default=1.0)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=int, default=0,
+                        help="a seed >= 0 repeats its samples; < 0 draws fresh ones "
+                             "(default: 0)")
     sample.add_argument("--out", default="samples.npy",
                         help="where to write the samples (.npy); a PNG is written beside it")
 
@@ -126,4 +130,23 @@ def build_parser():
     evaluate.add_argument("--data", required=True, help=data_help)
     evaluate.add_argument("--num-points", type=_positive_int, default=10000)
     evaluate.add_argument("--seed", type=int, default=0)
+    parser.subcommands = {"train": train, "sample": sample, "inpaint": inpaint,
+                          "evaluate": evaluate}
     return parser
+
+
+def parse_args(argv=None):
+    """The parsed arguments, and in `typed` the options the user gave (by destination).
+
+    A value equal to an option's default says nothing about whether it was typed
+    (`--couplings 4` is the default); `typed` does: the arguments are parsed a second
+    time by a parser whose defaults are all unset.
+    """
+    args = build_parser().parse_args(argv)
+    probe = build_parser()
+    unset = object()  # not a string: argparse converts string defaults with the option's type
+    probe.subcommands[args.command].set_defaults(**dict.fromkeys(vars(args), unset))
+    given = vars(probe.parse_args(argv))
+    args.typed = frozenset(dest for dest, value in given.items()
+                           if dest != "command" and value is not unset)
+    return args

@@ -8,6 +8,7 @@ from tfp_nice.data.loaders import (
     load_digits,
     load_mnist,
     read_idx,
+    read_npz,
 )
 from tfp_nice.data.quantization import bits_per_dim, dequantize
 from tfp_nice.data.splits import train_test_split
@@ -26,6 +27,7 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "read_idx",
+    "read_npz",
     "train_test_split",
     "two_moons",
 ]

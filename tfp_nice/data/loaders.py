@@ -14,7 +14,7 @@ from tfp_nice._extras import require
 from tfp_nice._fs import follow_umask
 
 __all__ = ["DIGITS_LEVELS", "MNIST_LEVELS", "download_mnist", "load_digits", "load_mnist",
-           "read_idx"]
+           "read_idx", "read_npz"]
 
 DIGITS_LEVELS = 17  # scikit-learn's digits take the values 0..16
 MNIST_LEVELS = 256
@@ -88,6 +88,32 @@ _NPZ_IMAGE_KEYS = ("x", "images", "x_train", "x_test")
 _NPZ_LABEL_KEYS = ("y", "labels", "y_train", "y_test")
 
 
+def read_npz(path):
+    """The examples (and labels, if any) of a `.npz` file, of whatever shape they have.
+
+    The examples are stored under one of the keys `x`, `images`, `x_train`,
+    `x_test`, the labels under the matching `y`, `labels`, `y_train`, `y_test`.
+
+    Returns:
+      `(x, labels)`; `labels` is `None` when the file holds none.
+
+    Raises:
+      ValueError: for an unreadable file or one without such a key.
+    """
+    path = pathlib.Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            x_key = next((k for k in _NPZ_IMAGE_KEYS if k in keys), None)
+            if x_key is None:
+                raise ValueError(f"{path} holds no examples: expected one of the keys "
+                                 f"{_NPZ_IMAGE_KEYS}, found {keys}.")
+            y_key = _NPZ_LABEL_KEYS[_NPZ_IMAGE_KEYS.index(x_key)]
+            return archive[x_key], (archive[y_key] if y_key in keys else None)
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+
+
 def load_mnist(path, labels_path=None):
     """Loads MNIST-like images from a local file.
 
@@ -108,20 +134,7 @@ def load_mnist(path, labels_path=None):
     if not path.is_file():
         raise FileNotFoundError(f"No MNIST file at {path}.")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                keys = list(archive.keys())
-                x_key = next((k for k in _NPZ_IMAGE_KEYS if k in keys), None)
-                if x_key is None:
-                    raise ValueError(
-                        f"{path} holds no images: expected one of the keys "
-                        f"{_NPZ_IMAGE_KEYS}, found {keys}."
-                    )
-                images = archive[x_key]
-                y_key = _NPZ_LABEL_KEYS[_NPZ_IMAGE_KEYS.index(x_key)]
-                labels = archive[y_key] if y_key in keys else None
-        except (OSError, EOFError, zipfile.BadZipFile) as err:
-            raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+        images, labels = read_npz(path)
     else:
         images = read_idx(path)
         labels = read_idx(labels_path) if labels_path is not None else None
