@@ -115,17 +115,21 @@ def test_the_lazy_name_list_and_what_static_tools_see_agree():
         assert getattr(importlib.import_module(module), name) is getattr(tn, name)
 
 
-def test_keras_finds_the_classes_after_import_tfp_nice(tmp_path):
-    """`import keras, tfp_nice` then `keras.models.load_model`: the classes are registered."""
+@pytest.mark.parametrize("imports", ["import keras\nimport tfp_nice",
+                                     "import tfp_nice\nimport keras"],
+                         ids=["keras-first", "tfp_nice-first"])
+def test_keras_finds_the_classes_whatever_the_import_order(tmp_path, imports):
+    """`import tfp_nice` and Keras in either order, then `keras.models.load_model`."""
     model = tn.NICE((2,), num_couplings=2, hidden_units=(8,), rescaling_init="zeros")
     model.save(tmp_path / "m.keras")
-    proc = run_python(f"""
-        import keras
-        import tfp_nice
-        model = keras.models.load_model({str(tmp_path / "m.keras")!r})
-        print(type(model).__name__, model.log_prob([[0.1, 0.2]]).shape)
-    """)
+    proc = run_python(imports + f"""
+model = keras.models.load_model({str(tmp_path / "m.keras")!r})
+print(type(model).__name__, model.log_prob([[0.1, 0.2]]).shape)
+import sys
+print("finder left:", any(type(f).__name__ == "_LoadAfterKeras" for f in sys.meta_path))
+""")
     assert "NICE (1,)" in proc.stdout, proc.stderr[-2000:]
+    assert "finder left: False" in proc.stdout
 
 
 def test_the_cli_keeps_tensorflow_start_up_logs_off_stderr(tmp_path):

@@ -11,6 +11,8 @@ answers without it). Either way every name, and every Keras class that
 """
 
 import importlib
+import importlib.abc
+import importlib.util
 import sys
 from typing import TYPE_CHECKING
 
@@ -75,6 +77,8 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
 
 def _load_all():
     """Imports every public module and binds its names here (idempotent)."""
+    if _LOAD_AFTER_KERAS in sys.meta_path:
+        sys.meta_path.remove(_LOAD_AFTER_KERAS)
     module = sys.modules[__name__]
     for name, source in _NAMES.items():
         setattr(module, name, getattr(importlib.import_module(source), name))
@@ -93,5 +97,39 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-if "tensorflow" in sys.modules:  # nothing left to save: behave as a plain package
+class _LoadAfterKeras(importlib.abc.MetaPathFinder):
+    """Binds the package's names as soon as Keras has been imported, in any order.
+
+    `keras.models.load_model` finds tfp_nice's classes only once they are
+    registered, which happens when tfp_nice's modules load. A user who writes
+    `import tfp_nice` before `import keras` must not have to use a tfp_nice name
+    first, so this finder waits for Keras's import, lets the usual finders find
+    it, and loads tfp_nice's modules right after Keras's own have run. It does
+    nothing else, and leaves `sys.meta_path` after its one use.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            run_keras = spec.loader.exec_module
+
+            def exec_module(module):
+                run_keras(module)
+                try:
+                    _load_all()
+                except Exception:  # noqa: BLE001 - Keras imported; the error shows on use
+                    pass
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+_LOAD_AFTER_KERAS = _LoadAfterKeras()
+
+if "tensorflow" in sys.modules or "keras" in sys.modules:  # plain package: load now
     _load_all()
+else:
+    sys.meta_path.insert(0, _LOAD_AFTER_KERAS)
