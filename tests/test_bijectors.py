@@ -603,13 +603,24 @@ def test_affine_coupling_runs_its_network_once_per_density_evaluation():
         np.testing.assert_allclose(g_ours, g_theirs, atol=1e-12)
 
 
-def test_affine_coupling_bound_limits_the_log_scale():
-    mask = tn.partition_mask("halves", (4,))
-    bij = tn.AffineCoupling(lambda a: (tf.zeros_like(a), 100.0 * tf.ones_like(a)), mask,
+@pytest.mark.parametrize("raw", [100.0, -100.0, 1.0])
+def test_affine_coupling_bound_limits_the_log_scale_both_ways(raw):
+    """s = 2 tanh(raw / 2) from a network returning t = 0.5, s_raw = raw: the values and
+    log-dets of both directions against the formula in numpy."""
+    mask = tn.partition_mask("halves", (4,))  # the first two entries condition
+    bij = tn.AffineCoupling(lambda a: (0.5 * tf.ones_like(a), raw * tf.ones_like(a)), mask,
                             log_scale_bound=2.0)
-    ldj = bij.forward_log_det_jacobian(tf.ones((3, 4)), event_ndims=1)
-    np.testing.assert_allclose(ldj, [4.0] * 3, rtol=1e-6)  # 2 entries x 2.0 * tanh(50)
-    assert np.all(np.isfinite(bij.forward(tf.ones((3, 4)))))
+    s = 2.0 * np.tanh(raw / 2.0)
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    expected_y = np.concatenate([x[:, :2], x[:, 2:] * np.exp(s) + 0.5], axis=1)
+    expected_x = np.concatenate([x[:, :2], (x[:, 2:] - 0.5) * np.exp(-s)], axis=1)
+    np.testing.assert_allclose(bij.forward(tf.constant(x)), expected_y, rtol=1e-12)
+    np.testing.assert_allclose(bij.inverse(tf.constant(x)), expected_x, rtol=1e-12)
+    np.testing.assert_allclose(bij.forward_log_det_jacobian(tf.constant(x), event_ndims=1),
+                               [2 * s] * 3, rtol=1e-12)
+    np.testing.assert_allclose(bij.inverse_log_det_jacobian(tf.constant(x), event_ndims=1),
+                               [-2 * s] * 3, rtol=1e-12)
+    assert abs(s) <= 2.0
 
 
 def test_affine_mlp_starts_as_the_identity_with_learned_bound():
@@ -646,11 +657,22 @@ def test_lu_linear_init_is_a_rotation():
     assert abs(init["log_diag"].sum()) < 1e-10
 
 
-def test_permutation_agrees_with_tfp_permute():
+@pytest.mark.parametrize("event_shape", [(6,), (2, 3)], ids=["vector", "matrix"])
+def test_permutation_agrees_with_tfp_permute_and_numpy_both_ways(event_shape):
     perm = tn.random_permutation(6, seed=1)
-    x = tf.random.normal((3, 6))
-    np.testing.assert_array_equal(tn.Permutation(perm, (6,)).forward(x),
-                                  tfb.Permute(perm).forward(x))
+    assert not np.array_equal(perm, np.arange(6))
+    x = np.random.default_rng(2).normal(size=(3, 6)).astype("float32")
+    ours = tn.Permutation(perm, event_shape)
+    shaped = tf.constant(x.reshape((3,) + event_shape))
+    forward = tf.reshape(ours.forward(shaped), (3, 6))
+    inverse = tf.reshape(ours.inverse(tf.identity(shaped)), (3, 6))
+    np.testing.assert_array_equal(forward, tfb.Permute(perm).forward(x))
+    np.testing.assert_array_equal(inverse, tfb.Permute(perm).inverse(x))
+    np.testing.assert_array_equal(forward, x[:, perm])  # y_i = x_perm[i]
+    np.testing.assert_array_equal(inverse, x[:, np.argsort(perm)])
+    event_ndims = len(event_shape)
+    np.testing.assert_array_equal(ours.forward_log_det_jacobian(shaped, event_ndims), 0.0)
+    np.testing.assert_array_equal(ours.inverse_log_det_jacobian(shaped, event_ndims), 0.0)
 
 
 def test_actnorm_is_shift_then_scale():
