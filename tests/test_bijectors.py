@@ -9,7 +9,14 @@ import tensorflow_probability as tfp
 import tfp_nice as tn
 from tfp_nice.bijectors._partition import MaskPartition
 from conftest import record_error
-from helpers import coupling, nice_chain, numpy_nice_log_prob, random_log_scale, random_mlp
+from helpers import (
+    affine_coupling,
+    coupling,
+    nice_chain,
+    numpy_nice_log_prob,
+    random_log_scale,
+    random_mlp,
+)
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -178,9 +185,11 @@ LAYOUT_CASES = [
     (~tn.partition_mask("odd_even", (8,)), "transpose"),      # the swapped side: B first
     (tn.partition_mask("halves", (7,)), "runs"),               # one period, unequal runs
     (~tn.partition_mask("halves", (6,)), "runs"),
-    (tn.partition_mask("channel", (2, 3, 4)), "transpose"),   # runs of c // 2 channels
+    (tn.partition_mask("channel", (2, 3, 4)), "channel"),     # parts (2, 3, 2) each
+    (~tn.partition_mask("channel", (2, 3, 4)), "channel"),    # B's channels first
+    (np.broadcast_to([True, False, True, False, False], (2, 2, 5)), "channel"),  # gathered
     (np.tile([True, False, False], 4), "runs"),               # period 3, unequal runs
-    (np.tile([False, False, True, True], (2, 2)), "transpose"),
+    (np.tile([False, False, True, True], (2, 2)), "transpose"),  # rank 2: flat parts
     (tn.partition_mask("odd_even", (7,)), "gather"),          # odd size: not periodic
     (tn.partition_mask("checkerboard", (4, 4, 2)), "gather"),
     (np.array([True, False, True, True, False, False]), "gather"),
@@ -200,12 +209,22 @@ def test_partition_layouts_split_like_fancy_indexing(mask, layout):
         a, b, batch_shape = part.split(xt)
         weights_a, weights_b = rng.normal(size=a.shape), rng.normal(size=b.shape)
         objective = tf.reduce_sum(a * weights_a) + tf.reduce_sum(b * weights_b)
-    np.testing.assert_array_equal(a, flat[:, mask.reshape(-1)])
-    np.testing.assert_array_equal(b, flat[:, ~mask.reshape(-1)])
+    if layout == "channel":  # the parts keep the image's shape: x[..., channels of A]
+        channels = mask.reshape(-1, mask.shape[-1])[0]
+        grid = x.reshape((6,) + mask.shape)
+        np.testing.assert_array_equal(a, grid[..., channels])
+        np.testing.assert_array_equal(b, grid[..., ~channels])
+        assert part.shape_a == mask.shape[:-1] + (int(channels.sum()),)
+    else:
+        assert part.shape_a == (int(mask.sum()),)
+    assert a.shape[1:] == part.shape_a and b.shape[1:] == part.shape_b
+    # In flat order each part is the mask's entries in their flat order in the event.
+    np.testing.assert_array_equal(np.reshape(a, (6, -1)), flat[:, mask.reshape(-1)])
+    np.testing.assert_array_equal(np.reshape(b, (6, -1)), flat[:, ~mask.reshape(-1)])
     np.testing.assert_array_equal(part.merge(a, b, batch_shape), x)
     expected = np.zeros_like(flat)
-    expected[:, mask.reshape(-1)] = weights_a
-    expected[:, ~mask.reshape(-1)] = weights_b
+    expected[:, mask.reshape(-1)] = np.reshape(weights_a, (6, -1))
+    expected[:, ~mask.reshape(-1)] = np.reshape(weights_b, (6, -1))
     np.testing.assert_array_equal(tape.gradient(objective, xt), expected.reshape(x.shape))
 
 
@@ -222,36 +241,63 @@ def test_partition_layouts_under_xla(mask, layout):
     np.testing.assert_array_equal(round_trip(x), x)
 
 
+def _mixed_couplings(mask, dtype, seed):
+    """Additive and affine couplings alternating the sides of `mask`, random weights."""
+    masks = [mask, ~mask, mask, ~mask]
+    made = []
+    for k, m in enumerate(masks):
+        if k % 2:
+            made.append(affine_coupling(m, dtype, seed + k))
+        else:
+            made.append(coupling(m, dtype, seed + k))
+    return made
+
+
 @pytest.mark.parametrize("mask,layout", LAYOUT_CASES)
-def test_split_of_a_merged_tensor_takes_the_parts_in_a_graph(mask, layout):
-    part, complement = MaskPartition(mask), MaskPartition(~mask)
-    other = MaskPartition(np.roll(mask.reshape(-1), 1).reshape(mask.shape))
-    x = np.random.default_rng(5).normal(size=(2, 3) + mask.shape)
-    seen = {}
+def test_coupling_block_is_the_chain_of_its_couplings(mask, layout):
+    couplings = _mixed_couplings(mask, tf.float64, seed=40)
+    block = tn.CouplingBlock(couplings)
+    chain = tfb.Chain(couplings[::-1])  # TFP's own composition, coupling by coupling
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 3) + mask.shape))
+    nd = mask.ndim
+    spec = tf.TensorSpec((None, None) + mask.shape, tf.float64)
+    for bij in (block, chain):
+        assert bij.forward(x).shape == x.shape
+    graph = tf.function(lambda t: (block.forward(t), block.inverse(t),
+                                   block.forward_log_det_jacobian(t, nd),
+                                   block.inverse_log_det_jacobian(t, nd)),
+                        input_signature=[spec])
+    want = (chain.forward(x), chain.inverse(x), chain.forward_log_det_jacobian(x, nd),
+            chain.inverse_log_det_jacobian(x, nd))
+    for got in (graph(x), (block.forward(tf.identity(x)), block.inverse(tf.identity(x)),
+                           block.forward_log_det_jacobian(tf.identity(x), nd),
+                           block.inverse_log_det_jacobian(tf.identity(x), nd))):
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+    assert np.abs(want[2].numpy()).min() > 1e-3  # the affine couplings' log-dets count
 
-    @tf.function(input_signature=[tf.TensorSpec((None, None) + mask.shape, tf.float64)])
-    def chain(x):
-        a, b, batch_shape = part.split(x)
-        a, b = a * 2.0, b - 1.0  # a coupling's change
-        y = part.merge(a, b, batch_shape)
-        seen["same"] = [t is u for t, u in zip(part.split(y)[:2], (a, b))]
-        seen["complement"] = [t is u for t, u in zip(complement.split(y)[:2], (b, a))]
-        seen["other"] = [t is u for t, u in zip(other.split(y)[:2], (a, b))]
-        return (y, *part.split(y)[:2], *complement.split(y)[:2], *other.split(y)[:2],
-                part.batch_shape_tensor(y))
 
-    y, a, b, ca, cb, oa, ob, batch_shape = chain(tf.constant(x))
-    assert seen == {"same": [True, True], "complement": [True, True],
-                    "other": [False, False]}
-    flat, m = x.reshape(6, -1), mask.reshape(-1)
-    want = flat.copy()
-    want[:, m] *= 2.0
-    want[:, ~m] -= 1.0
-    np.testing.assert_array_equal(y, want.reshape(x.shape))
-    for got_a, got_b, mm in ((a, b, m), (ca, cb, ~m), (oa, ob, np.roll(m, 1))):
-        np.testing.assert_array_equal(got_a, want[:, mm])
-        np.testing.assert_array_equal(got_b, want[:, ~mm])
-    np.testing.assert_array_equal(batch_shape, [2, 3])
+def test_coupling_block_refuses_a_mask_of_another_partition():
+    mask = tn.partition_mask("odd_even", (6,))
+    with pytest.raises(ValueError, match="coupling 1 .* neither the first coupling's nor"):
+        tn.CouplingBlock([coupling(mask, tf.float32, 1),
+                          coupling(tn.partition_mask("halves", (6,)), tf.float32, 2)])
+    with pytest.raises(TypeError, match="entry 0 is a Shift"):
+        tn.CouplingBlock([tfb.Shift(1.0)])
+    with pytest.raises(ValueError, match="at least one coupling"):
+        tn.CouplingBlock([])
+
+
+def test_fuse_couplings_groups_runs_over_one_partition_only():
+    from tfp_nice.bijectors import fuse_couplings
+
+    odd, halves = tn.partition_mask("odd_even", (6,)), tn.partition_mask("halves", (6,))
+    c = [coupling(m, tf.float32, k) for k, m in enumerate([odd, ~odd, odd, halves, ~halves])]
+    shift = tfb.Shift(1.0)
+    fused = fuse_couplings([c[0], c[1], shift, c[2], c[3], c[4]])
+    kinds = [type(b).__name__ for b in fused]
+    assert kinds == ["CouplingBlock", "Shift", "AdditiveCoupling", "CouplingBlock"]
+    assert fused[0].couplings == c[:2] and fused[3].couplings == c[3:]
 
 
 def _ops_to(concrete, op_type):

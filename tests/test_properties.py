@@ -31,11 +31,14 @@ def bijector_cases(draw):
     n_a, n_b = int(mask.sum()), int((~mask).sum())
     w = tf.constant(rng.normal(size=(n_a, 2 * n_b)), dtype)
     scale = draw(st.floats(0.1, 3.0))
+    def flat(a):  # a mask that picks channels of an (h, w, c) event hands over an image
+        return tf.reshape(a, (-1, n_a))
+
     if kind == "additive":
-        bij = tn.AdditiveCoupling(lambda a: scale * tf.tanh(a @ w[:, :n_b]), mask)
+        bij = tn.AdditiveCoupling(lambda a: scale * tf.tanh(flat(a) @ w[:, :n_b]), mask)
     elif kind == "affine":
-        bij = tn.AffineCoupling(lambda a: (tf.tanh(a @ w[:, :n_b]), scale * tf.tanh(a @ w[:, n_b:])),
-                                mask)
+        bij = tn.AffineCoupling(lambda a: (tf.tanh(flat(a) @ w[:, :n_b]),
+                                           scale * tf.tanh(flat(a) @ w[:, n_b:])), mask)
     elif kind == "rescaling":
         bij = tn.Rescaling(tf.constant(rng.normal(scale=scale, size=event_shape), dtype))
     elif kind == "actnorm":

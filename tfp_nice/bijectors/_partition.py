@@ -4,30 +4,26 @@ Part A is always the masked entries in flat (row-major) order and part B the
 rest, whichever way the split is computed, so a network sees its inputs in the
 same order on every path. The `layout`, chosen once from the mask, is one of:
 
+* ``"channel"``: an `(h, w, c)` event whose mask picks the same channels (last
+  axis) at every pixel, such as the `"channel"` partition. The parts keep their
+  natural shapes, `(h, w, c_a)` and `(h, w, c_b)`, so a convolution can take
+  them; they are a slice (or a gather) of the last axis and merge by a
+  concatenation.
 * ``"runs"``: the flat mask repeats a period of `p` entries that is one run of
   one side followed by one run of the other (halves, or any such mask with runs
   of unequal length). Reshaping to `[N, size // p, p]` and slicing the last
   axis splits it; concatenating on that axis merges.
-* ``"transpose"``: periodic runs of equal length (NICE's odd/even interleave,
-  channel halves): a transpose of `[N, size // p, 2, p // 2]` and an unstack
-  split it in one op each.
+* ``"transpose"``: periodic runs of equal length (NICE's odd/even interleave):
+  a transpose of `[N, size // p, 2, p // 2]` and an unstack split it in one op
+  each.
 * ``"gather"``: any other mask (a checkerboard, a custom mask): one `tf.gather`
   per part and one to merge.
 
-The gathers are the slow path: on a CPU their gradients scatter. On the MNIST
-model the reshape/transpose path is what makes `fit` keep up with TFP's
-`RealNVP` (see `benchmarks/`).
-
-Inside a `tf.function` and outside any gradient tape (serving, sampling,
-scoring), `split` of a tensor that `merge` just built (the next coupling of a
-chain, with this mask or its complement) returns the parts `merge` was given:
-the values are the same, and the rearrangement between consecutive couplings
-is not computed at all. (Under a tape it is, so that a gradient with respect to
-a coupling's output flows through the next coupling.) Grappler removes it on its own
-only when the batch size is known at tracing; in a graph traced for any batch
-size (a SavedModel's signatures, `input_signature=[TensorSpec([None, ...])]`)
-it ran, and the exported `log_prob` of a small model took 1.3x the in-process
-time at batch 1024.
+The last three give flat parts, `[N, n_a]` and `[N, n_b]`. The gathers are the
+slow path: on a CPU their gradients scatter. On the MNIST model the
+reshape/transpose path is what makes `fit` keep up with TFP's `RealNVP` (see
+`benchmarks/`). Consecutive couplings over one partition (or its complement)
+split once and merge once when they run as one `CouplingBlock`.
 """
 
 import numpy as np
@@ -37,57 +33,17 @@ from tfp_nice.bijectors import _checks
 from tfp_nice.bijectors.masks import check_mask
 
 
-# The tensors `merge` built, per graph: {tensor ref: (mask key, part A, part B, batch
-# shape)}, kept on the graph itself so that they go with it (a global table keyed on
-# the graph would keep every graph alive: its tensors refer to it). Eager tensors are
-# not recorded.
-_ATTR = "_tfp_nice_merged"
-
-
-def _record_merge(y, mask, x_a, x_b, batch_shape):
-    if not tf.executing_eagerly() and hasattr(y, "graph"):
-        if not hasattr(y.graph, _ATTR):
-            setattr(y.graph, _ATTR, {})
-        getattr(y.graph, _ATTR)[y.ref()] = (_key(mask), x_a, x_b, batch_shape)
-    return y
-
-
-def _merged(x):
-    """What `merge` built `x` from, or None (eager tensors, anything else)."""
-    if tf.executing_eagerly() or not hasattr(x, "graph"):
+def _channel_mask(mask):
+    """The mask of the channels if an `(h, w, c)` mask picks the same channels at every
+    pixel, else None."""
+    if mask.ndim != 3:
         return None
-    return getattr(x.graph, _ATTR, {}).get(x.ref())
+    channels = mask.reshape(-1, mask.shape[-1])
+    return channels[0].copy() if (channels == channels[0]).all() else None
 
 
-def _tape_may_record():
-    """Whether a gradient tape is active here (True when TensorFlow cannot say).
-
-    Under a tape the parts are not taken: a gradient with respect to the merged
-    tensor itself (watched by the user) must flow through the next coupling.
-    """
-    try:
-        from tensorflow.python.eager import record
-    except ImportError:  # pragma: no cover - a TensorFlow without the module
-        return True
-    return record.could_possibly_record()
-
-
-def _merged_parts(x, mask):
-    """`(x_a, x_b)` for `mask` if `merge` built `x` from parts of `mask` or of `~mask`
-    and no gradient tape is recording."""
-    found = _merged(x)
-    if found is None or _tape_may_record():
-        return None
-    merged_mask, x_a, x_b, _ = found
-    if merged_mask == _key(mask):
-        return x_a, x_b
-    if merged_mask == _key(~mask):
-        return x_b, x_a
-    return None
-
-
-def _key(mask):
-    return mask.shape, mask.tobytes()
+def _is_range(index):
+    return index.size > 0 and np.array_equal(index, np.arange(index[0], index[0] + index.size))
 
 
 def _runs_layout(flat):
@@ -108,10 +64,13 @@ def _runs_layout(flat):
 
 
 class MaskPartition:
-    """Splits an event into flat parts A (`mask`) and B (`~mask`) and merges them back.
+    """Splits an event into parts A (`mask`) and B (`~mask`) and merges them back.
 
     Computed once from the mask: the flat indices of each part (for the gather
-    path and for reference) and the layout used to split (see the module doc).
+    path and for reference), the layout used to split (see the module doc) and
+    the shape of each part after the batch axis, `shape_a` and `shape_b`:
+    `(h, w, c_a)` and `(h, w, c_b)` for the channel layout, `(n_a,)` and
+    `(n_b,)` for the others.
     """
 
     def __init__(self, mask):
@@ -126,8 +85,21 @@ class MaskPartition:
         self.size_b = self.index_b.size
         order = np.concatenate([self.index_a, self.index_b])
         self._undo = np.argsort(order).astype(np.int32)
+        self.shape_a, self.shape_b = (self.size_a,), (self.size_b,)
+        channels = _channel_mask(self.mask)
         runs = _runs_layout(flat)
-        if runs is None:
+        if channels is not None:
+            self.layout = "channel"
+            self._channels_a = np.flatnonzero(channels).astype(np.int32)
+            self._channels_b = np.flatnonzero(~channels).astype(np.int32)
+            self.shape_a = self.event_shape[:-1] + (self._channels_a.size,)
+            self.shape_b = self.event_shape[:-1] + (self._channels_b.size,)
+            # A then B along the last axis is a concatenation when each is one run.
+            self._slices = _is_range(self._channels_a) and _is_range(self._channels_b)
+            self._a_first = bool(channels[0])
+            self._undo_channels = np.argsort(
+                np.concatenate([self._channels_a, self._channels_b])).astype(np.int32)
+        elif runs is None:
             self.layout = "gather"
         else:
             self._period, self._a_first, self._first_len = runs
@@ -139,23 +111,27 @@ class MaskPartition:
         _checks.check_event_shape(x, self.event_shape, name, what)
 
     def batch_shape_tensor(self, x):
-        found = _merged(x)
-        if found is not None:  # not tf.shape(x): that would need x computed
-            return found[3]
         shape = tf.shape(x)
         return shape[: tf.size(shape) - self.event_ndims]
 
     def split(self, x):
         """Returns `(x_a, x_b, batch_shape)`.
 
-        `x_a` and `x_b` are matrices `[N, size_of_part]`, the batch dimensions
-        of `x` flattened into `N` (so networks always see one batch axis), each
-        in the flat order of its entries in the event.
+        `x_a` and `x_b` are `[N, *shape_a]` and `[N, *shape_b]`, the batch
+        dimensions of `x` flattened into `N` (so networks always see one batch
+        axis); in flat order, each holds its entries in their flat order in the
+        event.
         """
         batch_shape = self.batch_shape_tensor(x)
-        parts = _merged_parts(x, self.mask)
-        if parts is not None:
-            return (*parts, batch_shape)
+        if self.layout == "channel":
+            grid = tf.reshape(x, (-1,) + self.event_shape)
+            if self._slices:
+                c_first = (self._channels_a if self._a_first else self._channels_b).size
+                first, second = grid[..., :c_first], grid[..., c_first:]
+                return ((first, second, batch_shape) if self._a_first
+                        else (second, first, batch_shape))
+            return (tf.gather(grid, self._channels_a, axis=-1),
+                    tf.gather(grid, self._channels_b, axis=-1), batch_shape)
         flat = tf.reshape(x, [-1, self.size])
         if self.layout == "gather":
             return (tf.gather(flat, self.index_a, axis=1),
@@ -174,11 +150,13 @@ class MaskPartition:
 
     def merge(self, x_a, x_b, batch_shape):
         """Inverse of `split`."""
-        return _record_merge(self._merge(x_a, x_b, batch_shape), self.mask, x_a, x_b,
-                             batch_shape)
-
-    def _merge(self, x_a, x_b, batch_shape):
         shape = tf.concat([batch_shape, self.event_shape], 0)
+        if self.layout == "channel":
+            if self._slices:
+                grid = tf.concat([x_a, x_b] if self._a_first else [x_b, x_a], axis=-1)
+            else:
+                grid = tf.gather(tf.concat([x_a, x_b], -1), self._undo_channels, axis=-1)
+            return tf.reshape(grid, shape)
         if self.layout == "gather":
             flat = tf.gather(tf.concat([x_a, x_b], axis=1), self._undo, axis=1)
             return tf.reshape(flat, shape)

@@ -2,9 +2,7 @@
 
 import tensorflow as tf
 
-from tfp_nice.bijectors import _checks
 from tfp_nice.bijectors._coupling import MaskedCoupling
-
 
 __all__ = ["AdditiveCoupling"]
 
@@ -30,9 +28,13 @@ class AdditiveCoupling(MaskedCoupling):
     map `f`; inside a `tfd.TransformedDistribution` (latent -> data) it appears
     as `tfb.Invert(AdditiveCoupling(...))` (see `tfp_nice.nice_bijector`).
 
-    `shift_fn` sees part A as a matrix `[N, n_A]`: the batch dimensions of `x`
-    flattened into `N`, and the `n_A` entries where the mask is `True` in flat
-    (row-major) order. It must return the shift of part B, `[N, n_B]`, in the
+    `shift_fn` sees part A with the batch dimensions of `x` flattened into `N`:
+    as a matrix `[N, n_A]` of the entries where the mask is `True` in flat
+    (row-major) order, or, for a mask that picks channels of an `(h, w, c)`
+    event (the `"channel"` partition), as an image `[N, h, w, c_A]`, so that a
+    convolution can take it (`part_shapes` says which). It must return the
+    shift of part B in the same form (`[N, n_B]` or `[N, h, w, c_B]`; a flat
+    `[N, n_B]` is also taken for an image part, in flat order), in the
     input's dtype.
 
     Examples:
@@ -74,28 +76,19 @@ class AdditiveCoupling(MaskedCoupling):
         parameters = dict(locals())
         super().__init__(shift_fn, "shift_fn", mask, validate_args, parameters, name)
 
+    constant_log_det = True
+
     @property
     def shift_fn(self):
         """The shift network `m`."""
         return self._fn
 
-    def _shift(self, t, what):
-        t_a, t_b, shift, batch_shape = self._condition(t, what)
-        shift = tf.convert_to_tensor(shift)
-        self._check_part(shift, t, "shift")
-        return t_a, t_b, shift, batch_shape
-
-    def _forward(self, x):
-        x_a, x_b, shift, batch_shape = self._shift(x, "x")
-        return self._partition.merge(x_a, x_b + shift, batch_shape)
-
-    def _inverse(self, y):
-        y_a, y_b, shift, batch_shape = self._shift(y, "y")
-        return self._partition.merge(y_a, y_b - shift, batch_shape)
+    def transform_part(self, x_a, x_b, inverse=False):
+        shift = self._part(self._call_network(x_a, x_b), x_b, "shift")
+        return (x_b - shift if inverse else x_b + shift), None
 
     def _zero_log_det(self, t, what):
-        _checks.check_floating_input(t, None, self.name)
-        self._partition.check(t, self.name, what)
+        self._check_input(t, what)
         return tf.zeros(self._partition.batch_shape_tensor(t), dtype=t.dtype)
 
     def _forward_log_det_jacobian(self, x):

@@ -1,16 +1,14 @@
 """RealNVP's affine coupling layer (Dinh et al. 2016), NICE's coupling with a scale."""
 
 import tensorflow as tf
-from tensorflow_probability.python.internal import cache_util
 
 from tfp_nice.bijectors import _checks
-from tfp_nice.bijectors._coupling import MaskedCoupling
-
+from tfp_nice.bijectors._coupling import LogDetWithResult, MaskedCoupling, sum_per_example
 
 __all__ = ["AffineCoupling"]
 
 
-class AffineCoupling(MaskedCoupling):
+class AffineCoupling(LogDetWithResult, MaskedCoupling):
     """Affine coupling layer (RealNVP, arXiv 1605.08803, eq. 7).
 
     The boolean `mask` splits `x` into a conditioning part `x_A = x[mask]` and
@@ -32,8 +30,12 @@ class AffineCoupling(MaskedCoupling):
     float64), like `Rescaling`'s.
 
     `shift_and_log_scale_fn` sees part A as `[N, n_A]` (batch dimensions
-    flattened) and returns either a pair `(t, s)` of `[N, n_B]` tensors or one
-    `[N, 2 n_B]` tensor holding `t` then `s`.
+    flattened), or as an image `[N, h, w, c_A]` for a mask that picks channels
+    of an `(h, w, c)` event (`part_shapes` says which), and returns either a
+    pair `(t, s)` of part B's shape (`[N, n_B]`, `[N, h, w, c_B]`) or one
+    tensor holding `t` then `s` on its last axis (`[N, 2 n_B]`,
+    `[N, h, w, 2 c_B]`); flat values are also taken for an image part, in
+    flat order.
 
     Examples:
         Part B is scaled by `exp(s)` and shifted by `t`, both functions of part A;
@@ -77,23 +79,32 @@ class AffineCoupling(MaskedCoupling):
     def shift_and_log_scale_fn(self):
         return self._fn
 
-    def _shift_and_log_scale(self, t, what):
-        t_a, t_b, out, batch_shape = self._condition(t, what)
-        n_b = self._partition.size_b
+    def _shift_and_log_scale(self, x_a, x_b):
+        out = self._call_network(x_a, x_b)
+        shape_b, n_b = self._partition.shape_b, self._partition.size_b
         if isinstance(out, (tuple, list)):
             if len(out) != 2:
                 raise ValueError(f"{self.name}: shift_and_log_scale_fn must return (shift, "
                                  f"log_scale), got {len(out)} values.")
-            shift, log_scale = (tf.convert_to_tensor(o) for o in out)
+            shift, log_scale = out
         else:
             out = tf.convert_to_tensor(out)
-            if out.shape.rank != 2 or (out.shape[-1] is not None and out.shape[-1] != 2 * n_b):
+            # One tensor holding both on its last axis: [N, 2 n_b], or [N, h, w, 2 c_b].
+            if out.shape.rank == 2:
+                width = n_b
+            elif out.shape.rank == 1 + len(shape_b) and len(shape_b) > 1:
+                width = shape_b[-1]
+            else:
+                width = None
+            if width is None or out.shape[-1] not in (None, 2 * width):
+                doubled = shape_b[:-1] + (2 * shape_b[-1],)
+                expected = ", ".join(str(d) for d in ("batch",) + doubled)
                 raise ValueError(f"{self.name}: shift_and_log_scale_fn must return a "
-                                 f"[batch, {2 * n_b}] tensor or a pair, got shape "
+                                 f"[{expected}] tensor or a pair, got shape "
                                  f"{tuple(out.shape)}.")
-            shift, log_scale = out[:, :n_b], out[:, n_b:]
-        self._check_part(shift, t, "shift")
-        self._check_part(log_scale, t, "log_scale")
+            shift, log_scale = out[..., :width], out[..., width:]
+        shift = self._part(shift, x_b, "shift")
+        log_scale = self._part(log_scale, x_b, "log_scale")
         if self._bound is not None:
             bound = tf.cast(self._bound, log_scale.dtype)
             log_scale = bound * tf.tanh(log_scale / bound)
@@ -101,37 +112,18 @@ class AffineCoupling(MaskedCoupling):
         if self.validate_args:
             log_scale = tf.debugging.assert_all_finite(
                 log_scale, f"{self.name}: the log-scale is not finite")
-        return t_a, t_b, shift, log_scale, batch_shape
+        return shift, log_scale
 
-    # The network gives the shift and the log-scale in one call, so `forward` and `inverse`
-    # hand TFP's cache the log-det along with their result (as `tfb.FFJORD` does): a
-    # `log_prob` or a `sample` with its log-det runs each coupling's network once, not
-    # twice. Without it, an affine flow cost twice an additive one to train.
-    _cache = cache_util.BijectorCacheWithGreedyAttrs(
-        forward_name="_augmented_forward", inverse_name="_augmented_inverse")
-
-    def _augmented_forward(self, x):
-        x_a, x_b, shift, log_scale, batch_shape = self._shift_and_log_scale(x, "x")
-        y = self._partition.merge(x_a, x_b * tf.exp(log_scale) + shift, batch_shape)
-        fldj = tf.reshape(tf.reduce_sum(log_scale, axis=-1), batch_shape)
-        return y, {"fldj": fldj, "ildj": -fldj}
-
-    def _augmented_inverse(self, y):
-        y_a, y_b, shift, log_scale, batch_shape = self._shift_and_log_scale(y, "y")
-        x = self._partition.merge(y_a, (y_b - shift) * tf.exp(-log_scale), batch_shape)
-        ildj = -tf.reshape(tf.reduce_sum(log_scale, axis=-1), batch_shape)
-        return x, {"ildj": ildj, "fldj": -ildj}
-
-    def _forward(self, x):
-        return self._augmented_forward(x)[0]
-
-    def _inverse(self, y):
-        return self._augmented_inverse(y)[0]
+    # The network gives the shift and the log-scale in one call: `forward` and `inverse`
+    # hand TFP's cache the log-det with their result (LogDetWithResult). Without it, an
+    # affine flow cost twice an additive one to train.
+    def transform_part(self, x_a, x_b, inverse=False):
+        shift, log_scale = self._shift_and_log_scale(x_a, x_b)
+        y_b = (x_b - shift) * tf.exp(-log_scale) if inverse else x_b * tf.exp(log_scale) + shift
+        return y_b, sum_per_example(log_scale)
 
     def _forward_log_det_jacobian(self, x):
-        *_, log_scale, batch_shape = self._shift_and_log_scale(x, "x")
-        return tf.reshape(tf.reduce_sum(log_scale, axis=-1), batch_shape)
+        return self._map(x, "x", False)[1]
 
     def _inverse_log_det_jacobian(self, y):
-        *_, log_scale, batch_shape = self._shift_and_log_scale(y, "y")
-        return -tf.reshape(tf.reduce_sum(log_scale, axis=-1), batch_shape)
+        return -self._map(y, "y", True)[1]

@@ -1,5 +1,7 @@
 """The multilayer perceptron NICE uses as its coupling function `m`."""
 
+import math
+
 import keras
 
 from tfp_nice._validation import check_int
@@ -16,7 +18,10 @@ class CouplingMLP(keras.layers.Layer):
     coupling layer is the identity (and a fresh NICE flow is its rescaling).
     NICE's MNIST model uses `hidden_units=(1000,) * 5` with ReLU.
 
-    Input: `(N, n_A)`; output: the shift `(N, output_units)`. With
+    Input: `(N, n_A)`, or any `(N, ...)` (flattened first: a coupling gives
+    an image part `(N, h, w, c_A)` for a channel mask); output: the shift
+    `(N, output_units)`, or `(N, *output_shape)` when `output_shape` is given.
+    With
     `affine=True` the output is a pair `(shift, log_scale)` for
     `AffineCoupling`, with `log_scale = scale * tanh(raw)`: bounded by a
     learned per-entry `scale` (initialised at 1), as in RealNVP's code.
@@ -34,6 +39,7 @@ class CouplingMLP(keras.layers.Layer):
         activation="relu",
         kernel_initializer="glorot_uniform",
         affine=False,
+        output_shape=None,
         **kwargs,
     ):
         """Builds the layer.
@@ -45,6 +51,8 @@ class CouplingMLP(keras.layers.Layer):
           activation: Keras activation of the hidden layers.
           kernel_initializer: initialiser of the hidden kernels.
           affine: return `(shift, log_scale)` for an affine coupling.
+          output_shape: `None`, or the shape of each output after the batch
+            axis (its entries multiply to `output_units`), e.g. `(h, w, c_B)`.
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
 
         Raises:
@@ -57,6 +65,11 @@ class CouplingMLP(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.output_units = output_units
         self.affine = bool(affine)
+        self.output_shape = None if output_shape is None else tuple(
+            check_int(d, "output_shape entry") for d in output_shape)
+        if self.output_shape is not None and math.prod(self.output_shape) != output_units:
+            raise ValueError(f"output_shape {self.output_shape} does not hold output_units="
+                             f"{output_units} values.")
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.hidden_layers = [
@@ -79,6 +92,7 @@ class CouplingMLP(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = tuple(input_shape)
+        shape = shape[:1] + (math.prod(shape[1:]),)
         for layer in self.hidden_layers:
             layer.build(shape)
             shape = shape[:-1] + (layer.units,)
@@ -89,6 +103,8 @@ class CouplingMLP(keras.layers.Layer):
 
     def call(self, inputs):
         h = inputs
+        if len(h.shape) > 2:
+            h = keras.ops.reshape(h, (-1, math.prod(h.shape[1:])))
         for layer in self.hidden_layers:
             h = layer(h)
         out = self.output_layer(h)
@@ -96,13 +112,19 @@ class CouplingMLP(keras.layers.Layer):
         # the flow around them works in the variable dtype (float32).
         flow_dtype = self.variable_dtype
         if not self.affine:
-            return keras.ops.cast(out, flow_dtype)
+            return self._shaped(keras.ops.cast(out, flow_dtype))
         shift, raw = out[..., : self.output_units], out[..., self.output_units:]
         log_scale = self.scale * keras.ops.tanh(raw)
-        return keras.ops.cast(shift, flow_dtype), keras.ops.cast(log_scale, flow_dtype)
+        return (self._shaped(keras.ops.cast(shift, flow_dtype)),
+                self._shaped(keras.ops.cast(log_scale, flow_dtype)))
+
+    def _shaped(self, out):
+        if self.output_shape is None:
+            return out
+        return keras.ops.reshape(out, (-1,) + self.output_shape)
 
     def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape)[:-1] + (self.output_units,)
+        shape = tuple(input_shape)[:1] + (self.output_shape or (self.output_units,))
         return (shape, shape) if self.affine else shape
 
     def get_config(self):
@@ -112,5 +134,6 @@ class CouplingMLP(keras.layers.Layer):
             "activation": keras.activations.serialize(self.activation),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "affine": self.affine,
+            "output_shape": None if self.output_shape is None else list(self.output_shape),
         }
         return {**super().get_config(), **config}
