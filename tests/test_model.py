@@ -930,7 +930,8 @@ def test_logit_model_trains_and_refuses_data_outside_the_unit_box():
     assert np.all(np.isfinite(history)) and history[-1] < history[0]
     bad = x.copy()
     bad[7, 2] = 1.5
-    with pytest.raises(ValueError, match=r"logit_alpha needs data in \[0, 1\].*row 7 holds "
+    with pytest.raises(ValueError, match=r"the first step, 'logit', needs data in \[0, 1\].*"
+                                         r"row 7 holds "
                                          r"values from .* to 1.5"):
         model.fit(bad, epochs=1, batch_size=64, verbose=0)
     fresh = small_model(logit_alpha=0.05, actnorm=True)  # a dataset: the start's rows checked

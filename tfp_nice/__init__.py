@@ -24,9 +24,11 @@ _NAMES = {
     "ActNorm": "tfp_nice.bijectors",
     "AdditiveCoupling": "tfp_nice.bijectors",
     "AffineCoupling": "tfp_nice.bijectors",
+    "CouplingBlock": "tfp_nice.bijectors",
     "LULinear": "tfp_nice.bijectors",
     "Permutation": "tfp_nice.bijectors",
     "Rescaling": "tfp_nice.bijectors",
+    "Squeeze": "tfp_nice.bijectors",
     "check_mask": "tfp_nice.bijectors",
     "coupling_masks": "tfp_nice.bijectors",
     "generator": "tfp_nice.bijectors",
@@ -36,11 +38,20 @@ _NAMES = {
     "random_permutation": "tfp_nice.bijectors",
     "reverse_permutation": "tfp_nice.bijectors",
     "export_saved_model": "tfp_nice.export",
+    "Flow": "tfp_nice.models",
     "NICE": "tfp_nice.models",
     "AveragedEarlyStopping": "tfp_nice.models",
     "averaged_weights": "tfp_nice.models",
     "dequantized_batches": "tfp_nice.models",
     "CouplingMLP": "tfp_nice.networks",
+    "ActNormStep": "tfp_nice.steps",
+    "CouplingStep": "tfp_nice.steps",
+    "FlowStep": "tfp_nice.steps",
+    "LULinearStep": "tfp_nice.steps",
+    "LogitStep": "tfp_nice.steps",
+    "PermutationStep": "tfp_nice.steps",
+    "RescalingStep": "tfp_nice.steps",
+    "SqueezeStep": "tfp_nice.steps",
 }
 _SUBPACKAGES = ("data", "presets")
 
@@ -53,9 +64,11 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         ActNorm,
         AdditiveCoupling,
         AffineCoupling,
+        CouplingBlock,
         LULinear,
         Permutation,
         Rescaling,
+        Squeeze,
         check_mask,
         coupling_masks,
         generator,
@@ -68,11 +81,22 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
     from tfp_nice.export import export_saved_model
     from tfp_nice.models import (
         NICE,
+        Flow,
         AveragedEarlyStopping,
         averaged_weights,
         dequantized_batches,
     )
     from tfp_nice.networks import CouplingMLP
+    from tfp_nice.steps import (
+        ActNormStep,
+        CouplingStep,
+        FlowStep,
+        LogitStep,
+        LULinearStep,
+        PermutationStep,
+        RescalingStep,
+        SqueezeStep,
+    )
 
 
 def _load_all():

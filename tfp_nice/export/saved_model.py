@@ -14,6 +14,10 @@ SIGNATURES = ("serving_default", "log_prob", "sample", "encode", "decode", "meta
 METADATA_FILE = "tfp_nice.json"  # in the SavedModel's assets.extra/
 
 
+def _latent_shape(model):
+    return tuple(getattr(model, "latent_shape", model.event_shape))
+
+
 def _metadata(model):
     num_dims = int(model.num_dims)
     levels = model.num_levels
@@ -22,6 +26,7 @@ def _metadata(model):
         "tfp_nice_version": __version__,
         "model": type(model).__name__,
         "event_shape": list(model.event_shape),
+        "latent_shape": list(_latent_shape(model)),
         "dtype": tf.as_dtype(model.flow_dtype).name,
         "prior": model.prior if isinstance(model.prior, str) else type(model.prior).__name__,
         "num_dims": num_dims,
@@ -33,8 +38,10 @@ def _metadata(model):
             "log_prob": "x [batch, *event_shape] -> log_prob [batch] (nats)",
             "sample": "num_samples int32 [], temperature [], seed int64 [] (< 0: fresh "
                       "randomness) -> x [num_samples, *event_shape]",
-            "encode": "x (data) -> z (latent), NICE's f",
-            "decode": "z (latent) -> x (data), g = f^-1",
+            "encode": "x [batch, *event_shape] (data) -> z [batch, *latent_shape] (latent), "
+                      "NICE's f",
+            "decode": "z [batch, *latent_shape] (latent) -> x [batch, *event_shape] (data), "
+                      "g = f^-1",
             "metadata": "no input -> the fields of this file as tensors",
         },
     }
@@ -49,23 +56,24 @@ class _Server(tf.Module):
         # them is what lets graph-mode servers (saved_model_cli, TF Serving) find them.
         self.model_variables = [w.value for w in model.weights]
         event_shape = tuple(model.event_shape)
+        latent_shape = _latent_shape(model)
         dtype = tf.as_dtype(model.flow_dtype)
-        expected = f"[batch, {', '.join(str(d) for d in event_shape)}] {dtype.name}"
 
-        def checked(t, name):
+        def checked(t, name, shape=event_shape):
             # A signature called with a tensor of another shape, even another rank,
             # runs (seen), and the graph is traced for the signature's rank, so the
             # rank cannot be tested on its own: the dimensions after the batch are
             # padded with a sentinel and compared with the event shape plus it.
-            rank = len(event_shape)
+            rank = len(shape)
             dims = tf.concat([tf.shape(t)[1:], tf.fill([rank + 1], -7)], 0)[: rank + 1]
-            ok = tf.reduce_all(tf.equal(dims, list(event_shape) + [-7]))
+            ok = tf.reduce_all(tf.equal(dims, list(shape) + [-7]))
+            expected = f"[batch, {', '.join(str(d) for d in shape)}] {dtype.name}"
             message = f"{name} must have shape {expected}; got shape"
             with tf.control_dependencies([tf.debugging.Assert(ok, [message, tf.shape(t)])]):
                 return tf.identity(t)
 
         data_spec = tf.TensorSpec((None,) + event_shape, dtype, name="x")
-        latent_spec = tf.TensorSpec((None,) + event_shape, dtype, name="z")
+        latent_spec = tf.TensorSpec((None,) + latent_shape, dtype, name="z")
 
         @tf.function(input_signature=[data_spec])
         def log_prob(x):
@@ -77,7 +85,7 @@ class _Server(tf.Module):
 
         @tf.function(input_signature=[latent_spec])
         def decode(z):
-            return {"x": model.decode(checked(z, "z"))}
+            return {"x": model.decode(checked(z, "z", latent_shape))}
 
         @tf.function(input_signature=[
             tf.TensorSpec([], tf.int32, name="num_samples"),
@@ -108,6 +116,7 @@ class _Server(tf.Module):
         def metadata():
             return {
                 "event_shape": tf.constant(meta["event_shape"], tf.int64),
+                "latent_shape": tf.constant(meta["latent_shape"], tf.int64),
                 "dtype": tf.constant(meta["dtype"]),
                 "prior": tf.constant(meta["prior"]),
                 "tfp_nice_version": tf.constant(meta["tfp_nice_version"]),
@@ -141,8 +150,9 @@ def export_saved_model(model, path, overwrite=False):
     * `sample`: `num_samples` int32 scalar, `temperature` scalar of the model's
       dtype, `seed` int64 scalar (a seed >= 0 repeats its samples; < 0 draws
       fresh ones) -> `x [num_samples, *E]`;
-    * `encode` (data -> latent, NICE's `f`): `x` -> `z`; `decode`: `z` -> `x`;
-    * `metadata`: no input -> event shape, dtype, prior, package version,
+    * `encode` (data -> latent, NICE's `f`): `x` -> `z [None, *L]` (`L` the
+      latent shape, the last step's output shape); `decode`: `z` -> `x`;
+    * `metadata`: no input -> event shape, latent shape, dtype, prior, package version,
       `num_levels` (0 for continuous data) and the bits/dim constants:
       `bits/dim = (nll + bits_per_dim_offset_nats) * bits_per_dim_scale`.
 
@@ -158,7 +168,7 @@ def export_saved_model(model, path, overwrite=False):
     `path`.
 
     Args:
-      model: a `tfp_nice.NICE` model (built at construction; a model loaded
+      model: a `tfp_nice.Flow` (or `NICE`) model (built at construction; a model loaded
         from `.keras` or trained under a `tf.distribute` strategy works too).
       path: target folder.
       overwrite: replace an existing `path`; otherwise an existing `path`

@@ -1,5 +1,6 @@
 """Keras 3 models that own the weights of a flow and train it with `fit`."""
 
+from tfp_nice.models.flow import Flow
 from tfp_nice.models.nice import NICE
 from tfp_nice.models.training import (
     AveragedEarlyStopping,
@@ -7,4 +8,4 @@ from tfp_nice.models.training import (
     dequantized_batches,
 )
 
-__all__ = ["NICE", "AveragedEarlyStopping", "averaged_weights", "dequantized_batches"]
+__all__ = ["Flow", "NICE", "AveragedEarlyStopping", "averaged_weights", "dequantized_batches"]

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfp_nice._validation import check_int
 from tfp_nice.data.quantization import check_levels_data
+from tfp_nice.models import _keras_private
 
 __all__ = ["AveragedEarlyStopping", "StopOnNonFiniteLoss", "TrainingDataError",
            "averaged_weights", "can_stream",
@@ -36,7 +37,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.model.stop_training = True
             warnings.warn(
-                f"NICE: the loss became {float(loss)} in epoch {epoch + 1}; training stopped. "
+                f"{type(self.model).__name__}: the loss became {float(loss)} in epoch "
+                f"{epoch + 1}; training stopped. "
                 "Check the data, lower the learning rate, or bound the log-scales.",
                 RuntimeWarning, stacklevel=2)
 
@@ -143,8 +145,8 @@ def averaged_weights(model):
         raise ValueError(f"averaged_weights needs a compiled model; {model.name!r} has no "
                          "optimizer. Call model.compile(optimizer) first.")
     variables = list(model.trainable_variables)
-    averages = getattr(optimizer, "_model_variables_moving_average", None)
-    if (not getattr(optimizer, "use_ema", False) or not optimizer.built or not averages
+    if (not getattr(optimizer, "use_ema", False) or not optimizer.built
+            or not _keras_private.has_moving_averages(optimizer)
             or int(optimizer.iterations.numpy()) == 0):
         yield model
         return
@@ -237,7 +239,7 @@ def check_training_data(model, x, batch_size=None, validation_split=0.0):
     Checks (for numpy arrays and tensors; a `tf.data.Dataset` is the caller's
     to check): not empty, floating (not integer, not half precision),
     examples of the model's event shape, every value finite (the error names
-    the first bad row), values in `[0, 1]` for a model with `logit_alpha`, and
+    the first bad row), values in the first step's `input_range` (a logit step's `[0, 1]`), and
     `batch_size` no larger than the examples left after `validation_split`. Raises `TrainingDataError` (a `ValueError`) or
     `TrainingDataTypeError` (a `TypeError`).
     """
@@ -264,15 +266,18 @@ def check_training_data(model, x, batch_size=None, validation_split=0.0):
         row = int(np.argmin(finite))
         raise TrainingDataError(f"fit data hold NaN or inf in row {row}; remove or fill it "
                                 "before training.")
-    if getattr(model, "logit_alpha", None) is not None:
+    steps = getattr(model, "steps", None)
+    bounds = steps[0].input_range if steps else None
+    if bounds is not None:
+        low, high = bounds
         flat = array.reshape(len(array), -1)
-        inside = ((flat >= 0) & (flat <= 1)).all(axis=1)
+        inside = ((flat >= low) & (flat <= high)).all(axis=1)
         if not inside.all():
             row = int(np.argmin(inside))
             raise TrainingDataError(
-                f"a model with logit_alpha needs data in [0, 1] (dequantized as (x + u) / "
-                f"levels); row {row} holds values from {flat[row].min():g} to "
-                f"{flat[row].max():g}.")
+                f"the first step, {steps[0].name!r}, needs data in [{low:g}, {high:g}] (for "
+                f"a logit step: dequantized as (x + u) / levels); row {row} holds values "
+                f"from {flat[row].min():g} to {flat[row].max():g}.")
     n_fit = len(array) - int(len(array) * (validation_split or 0.0))
     if batch_size is not None and batch_size > n_fit:
         raise TrainingDataError(f"batch_size {batch_size} is larger than the {n_fit} "

@@ -9,9 +9,10 @@ from tfp_nice.steps.steps import (
     LogitStep,
     PermutationStep,
     RescalingStep,
+    SqueezeStep,
     check_logit_alpha,
 )
 
 __all__ = ["PERMUTATIONS", "ActNormStep", "CouplingStep", "FlowStep", "LULinearStep",
-           "LogitStep", "PermutationStep", "RescalingStep", "build_steps",
+           "LogitStep", "PermutationStep", "RescalingStep", "SqueezeStep", "build_steps",
            "check_logit_alpha"]

@@ -19,13 +19,23 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_nice._validation import check_choice
-from tfp_nice.bijectors import COUPLINGS, ActNorm, LULinear, Permutation, Rescaling
-from tfp_nice.bijectors import lu_linear_init
+from tfp_nice._validation import check_choice, check_int
+from tfp_nice.bijectors import (
+    COUPLINGS,
+    ActNorm,
+    LULinear,
+    Permutation,
+    Rescaling,
+    Squeeze,
+    check_mask,
+    lu_linear_init,
+    squeezed_shape,
+)
+from tfp_nice.bijectors._partition import MaskPartition
 from tfp_nice.networks import CouplingMLP
 
 __all__ = ["ActNormStep", "CouplingStep", "FlowStep", "LULinearStep", "LogitStep",
-           "PermutationStep", "RescalingStep", "check_logit_alpha"]
+           "PermutationStep", "RescalingStep", "SqueezeStep", "check_logit_alpha"]
 
 tfb = tfp.bijectors
 
@@ -49,18 +59,44 @@ def _check_batch(h, event_shape, name):
 class FlowStep(keras.layers.Layer):
     """Base of the steps: `bijector()` for `f`'s direction, `adapt(h)` to start from data.
 
-    `constant_log_det` says whether the step's log-determinant is the same at every
-    input (what an exact entropy needs); a step whose log-det depends on its input
-    says `False`.
+    A step says what a model needs to know about it, so that the model asks the
+    steps instead of its own flags:
+
+    * `event_shape`, the shape of one input, and `output_event_shape`, the
+      shape of one output (the same, unless the step reshapes, as a squeeze);
+    * `needs_data`: whether `adapt` sets weights from data (ActNorm, the
+      rescaling's data start), which `fit` then does once before training;
+    * `constant_log_det`: whether the log-determinant is the same at every
+      input (what an exact `entropy` needs);
+    * `affine`: whether the step is an affine map (TFP's
+      `is_constant_jacobian`, which lets TFP push the prior's moments through);
+    * `input_range`: `None`, or the `(low, high)` the inputs must lie in
+      (the logit step's `[0, 1]`), which `fit` checks on arrays when the step
+      comes first.
     """
 
     constant_log_det = True
+    affine = True
+    input_range = None
 
     def __init__(self, event_shape, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.event_shape = tuple(int(d) for d in event_shape)
+        if not self.event_shape or any(d < 1 for d in self.event_shape):
+            raise ValueError(f"{type(self).__name__} needs an event_shape of positive ints. "
+                             f"Received: event_shape={tuple(event_shape)}")
         self.num_dims = int(np.prod(self.event_shape))
+
+    @property
+    def output_event_shape(self):
+        """The shape of one output of the step (of `f`'s direction)."""
+        return self.event_shape
+
+    @property
+    def needs_data(self):
+        """Whether `adapt` sets any weight from data."""
+        return False
 
     def bijector(self):
         """The step's bijector over its current weights; `forward` is data -> latent."""
@@ -74,7 +110,7 @@ class FlowStep(keras.layers.Layer):
         return self.bijector().forward(h)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return tuple(input_shape)[:1] + tuple(self.output_event_shape)
 
     def _flow_weight(self, name, shape, initializer, dtype=None, trainable=True):
         return self.add_weight(name=name, shape=shape, initializer=initializer, dtype=dtype,
@@ -84,43 +120,129 @@ class FlowStep(keras.layers.Layer):
         return {**super().get_config(), "event_shape": list(self.event_shape)}
 
 
+def _under_policy(policy, factory, *args):
+    """Calls `factory` with Keras's global dtype policy set to `policy`, then restores it,
+    so that the layers it makes without a `dtype` compute as the step does."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        return factory(*args)
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
 @keras.saving.register_keras_serializable(package="tfp_nice")
 class CouplingStep(FlowStep):
     """An additive (NICE) or affine (RealNVP) coupling whose network this step owns.
 
-    `mask` (`True` = conditioning part) and the network's sizes fix the step;
-    `network` is a `CouplingMLP` whose last layer starts at zero, so a fresh
-    step is the identity.
+    `mask` (`True` = conditioning part A) splits the event; the network maps
+    part A to what changes part B: its shift (`coupling="additive"`), or its
+    shift and log-scale (`"affine"`, a pair or one tensor holding both on its
+    last axis). Part A arrives in the shape the mask gives it: a mask that
+    picks channels of an `(h, w, c)` event (the `"channel"` partition) gives
+    an image `(h, w, c_a)`, so a `keras.layers.Conv2D` stack can be the
+    network; any other mask gives a flat vector of its `n_a` entries.
+
+    Under a mixed-precision policy the network computes in half precision and
+    its outputs come back to the flow's dtype (float32) before they are used.
     """
 
-    def __init__(self, event_shape, mask, hidden_units, coupling="additive",
-                 activation="relu", **kwargs):
-        super().__init__(event_shape, **kwargs)
-        self.mask = np.asarray(mask, dtype=bool).reshape(self.event_shape)
-        self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
-        self.hidden_units = tuple(int(u) for u in hidden_units)
-        self.network = CouplingMLP(self.hidden_units, int((~self.mask).sum()),
-                                   activation=activation, affine=coupling == "affine",
-                                   dtype=self.dtype_policy, name="network")
-        self.network.build((None, int(self.mask.sum())))
-        self.built = True
+    constant_log_det = property(lambda self: self.coupling == "additive")
+    affine = False
 
-    @property
-    def constant_log_det(self):
-        return self.coupling == "additive"
+    def __init__(self, event_shape, mask, hidden_units=None, coupling="additive",
+                 activation="relu", network=None, **kwargs):
+        """Builds the step and its network's weights.
+
+        Args:
+          event_shape: shape of one input.
+          mask: boolean array of `event_shape`, `True` = conditioning part.
+          hidden_units: widths of the default network's hidden layers (a
+            `CouplingMLP` whose last layer starts at zero, so a fresh step is
+            the identity); leave `None` when giving `network`.
+          coupling: `"additive"` or `"affine"`.
+          activation: the default network's activation.
+          network: instead of the default network, a Keras layer, or a factory
+            `network(part_shape, output_shape) -> keras layer`, called with the
+            shape of part A and the shape the network must return (part B's,
+            with twice its last axis for an affine coupling; both without the
+            batch axis), under the step's dtype policy (layers it makes without
+            a `dtype` take the step's). Start its last layer at zero to start
+            at the identity.
+          **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
+
+        Raises:
+          ValueError: for a bad mask or coupling, or neither or both of
+            `hidden_units` and `network`.
+          TypeError: for a `network` that is not a Keras layer or a callable
+            that returns one.
+        """
+        super().__init__(event_shape, **kwargs)
+        self.mask = check_mask(mask, self.event_shape)
+        self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
+        partition = MaskPartition(self.mask)
+        self.part_shape, part_b = partition.shape_a, partition.shape_b
+        self.network_output_shape = (part_b if coupling == "additive"
+                                     else part_b[:-1] + (2 * part_b[-1],))
+        if (hidden_units is None) == (network is None):
+            raise ValueError(f"{self.name}: give hidden_units (for the default CouplingMLP) "
+                             "or network, not both. Received: hidden_units="
+                             f"{hidden_units!r}, network={network!r}")
+        self.hidden_units = None if hidden_units is None else tuple(int(u) for u in
+                                                                     hidden_units)
+        if network is None:
+            network = CouplingMLP(self.hidden_units, int((~self.mask).sum()),
+                                  activation=activation, affine=coupling == "affine",
+                                  output_shape=part_b if len(part_b) > 1 else None,
+                                  dtype=self.dtype_policy, name="network")
+        elif not isinstance(network, keras.layers.Layer):
+            if not callable(network):
+                raise TypeError(f"{self.name}: network must be a Keras layer or a factory "
+                                f"(part_shape, output_shape) -> layer. Received: {network!r}")
+            made = _under_policy(self.dtype_policy, network, self.part_shape,
+                                 self.network_output_shape)
+            if not isinstance(made, keras.layers.Layer):
+                raise TypeError(f"{self.name}: the network factory must return a Keras "
+                                f"layer; it returned {type(made).__name__}.")
+            network = made
+        self.network = network
+        if not self.network.built:
+            self.network.build((None,) + tuple(self.part_shape))
+        inputs = getattr(network, "inputs", None) or []
+        allowed = (self.variable_dtype, self.compute_dtype)  # mixed: the network's half
+        wrong = [t.dtype for t in inputs if t.dtype not in allowed]
+        if wrong:  # a functional model casts its inputs to its Input's dtype
+            raise ValueError(
+                f"{self.name}: the network's keras.Input has dtype {wrong[0]}, so it would "
+                f"round the {self.variable_dtype} part it is given; make it "
+                f"keras.Input(..., dtype={self.variable_dtype!r}) or leave the Input out "
+                "(the step builds the network for its part).")
+        self.built = True
 
     def bijector(self):
         return COUPLINGS[self.coupling](self.network, self.mask, name=self.name)
 
     def get_config(self):
-        return {**super().get_config(), "mask": self.mask.tolist(),
-                "hidden_units": list(self.hidden_units), "coupling": self.coupling,
-                "activation": keras.activations.serialize(self.network.activation)}
+        config = {**super().get_config(), "mask": self.mask.tolist(),
+                  "coupling": self.coupling}
+        if self.hidden_units is not None and isinstance(self.network, CouplingMLP):
+            return {**config, "hidden_units": list(self.hidden_units),
+                    "activation": keras.activations.serialize(self.network.activation)}
+        return {**config, "network": keras.saving.serialize_keras_object(self.network)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("network"), dict):
+            config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
 class ActNormStep(FlowStep):
     """Glow's ActNorm: `y = (x + b) * exp(s)`, started from data to zero mean, unit variance."""
+
+    needs_data = True
 
     def __init__(self, event_shape, **kwargs):
         super().__init__(event_shape, **kwargs)
@@ -206,6 +328,10 @@ class RescalingStep(FlowStep):
         self.log_scale = self._flow_weight("log_scale", self.event_shape, "zeros")
         self.built = True
 
+    @property
+    def needs_data(self):
+        return self.init == "data"
+
     def bijector(self):
         return Rescaling(self.log_scale, name=self.name)
 
@@ -252,6 +378,8 @@ class LogitStep(FlowStep):
     """
 
     constant_log_det = False  # it depends on x
+    affine = False
+    input_range = (0.0, 1.0)
 
     def __init__(self, event_shape, alpha=0.05, **kwargs):
         super().__init__(event_shape, **kwargs)
@@ -280,3 +408,28 @@ class LogitStep(FlowStep):
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class SqueezeStep(FlowStep):
+    """RealNVP's squeeze, `(h, w, c) -> (h/f, w/f, c f^2)`: a step that changes the shape.
+
+    It has no weights; after it, the next step's `event_shape` is this step's
+    `output_event_shape`, and a channel split of it mixes neighbouring pixels.
+    """
+
+    def __init__(self, event_shape, factor=2, **kwargs):
+        super().__init__(event_shape, **kwargs)
+        self.factor = check_int(factor, "factor", minimum=2)
+        self._output_shape = squeezed_shape(self.event_shape, self.factor)
+        self.built = True
+
+    @property
+    def output_event_shape(self):
+        return self._output_shape
+
+    def bijector(self):
+        return Squeeze(self.factor, name=self.name)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
