@@ -1,6 +1,6 @@
 """Benchmarks: tfp_nice against TFP's RealNVP chain, nflows and a bare-MLP compute limit.
 
-    python benchmarks/run.py [--quick] [--json PATH] [--sections 1,3,...]
+    python benchmarks/run.py [--quick] [--json PATH] [--sections 1,3,...] [--baseline DIR]
 
 Seven sections (see benchmarks/README.md). Each comparison runs in a fresh worker
 process of this same invocation (so an earlier section's graphs, threads and
@@ -304,6 +304,9 @@ def worker(spec):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(HERE))
     task = json.loads(spec)
+    code = task.pop("code", None)
+    if code:  # an older checkout's tfp_nice, found before the installed one
+        sys.path.insert(0, code)
     result = TASKS[task.pop("task")](**task)
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -312,7 +315,12 @@ def worker(spec):
 
 
 def run_worker(**task):
-    """Runs one task in a fresh Python process; returns its result dict."""
+    """Runs one task in a fresh Python process; returns its result dict.
+
+    With `code=DIR`, the worker imports `tfp_nice` from the checkout in `DIR`.
+    """
+    if task.get("code") is None:
+        task.pop("code", None)
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(task)],
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -354,6 +362,19 @@ def machine():
         pass
     return {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
             "python": platform.python_version(), "versions": versions}
+
+
+def before_and_after(cfg, results, report, key, task, after, rows_of, header, title):
+    """With `--baseline`: the section's worker `task` run again on the older checkout, in
+    this invocation, and a table of its result beside `after` (this checkout's) with their
+    ratio."""
+    if not cfg.get("baseline"):
+        return
+    before = run_worker(code=cfg["baseline"], **task)
+    results.setdefault("before_and_after", {})[key] = {"before": before, "after": after,
+                                                       "baseline": cfg["baseline"]}
+    report.append(f"\n{title} (before: `{cfg['baseline']}`; after: this checkout)\n")
+    report.append(table(header, rows_of(before, after)))
 
 
 def section_training(cfg, results, report):
@@ -402,6 +423,19 @@ def section_training(cfg, results, report):
     report.append(table(("setting", "NICE.fit GFLOP/s", "bare MLPs GFLOP/s",
                          f"{n}^2 matmul GFLOP/s", "bare MLPs' share", "NICE.fit's share"), rows))
 
+    def rows_of(before, after):
+        b, a = before["samples_per_s"], after["samples_per_s"]
+        return [(name, f"{b[name]:.0f}", f"{a[name]:.0f}", f"{a[name] / b[name]:.2f}")
+                for name in a if name in b]
+
+    before_and_after(cfg, results, report, "training",
+                     dict(task="train", d=cfg["d"], hidden=cfg["hidden"], batch=256,
+                          steps=cfg["steps"], rounds=cfg["rounds"], jit=False),
+                     results["training_jit_False"], rows_of,
+                     ("contender (samples/s, jit_compile=False)", "before", "after",
+                      "after / before"),
+                     "Section 1 before and after")
+
 
 def section_serving(cfg, results, report):
     models = {f"D={cfg['d']}, {len(cfg['hidden'])}x{cfg['hidden'][0]}": (cfg["d"], cfg["hidden"]),
@@ -432,6 +466,25 @@ def section_serving(cfg, results, report):
                       f"({s['in-process'] / s['signature in tf.function']:.2f}x); largest "
                       f"|log_prob difference| {r['max_abs_log_prob_difference']:.1e} nats")
     results["serving_ratios"] = ratios
+
+    def rows_of(before, after):
+        rows = []
+        for batch, ms in after["log_prob"].items():
+            old = before["log_prob"].get(batch)
+            if old is None:
+                continue
+            for way in ("in-process", "signature"):
+                rows.append((batch, way, f"{old[way]:.3f}", f"{ms[way]:.3f}",
+                             f"{old[way] / ms[way]:.2f}"))
+        return rows
+
+    for name, (d, hidden) in models.items():
+        before_and_after(cfg, results, report, f"serving {name}",
+                         dict(task="serve", d=d, hidden=hidden, batches=cfg["serve_batches"],
+                              rounds=cfg["rounds"]),
+                         out[name], rows_of, ("batch", "way", "before (ms)", "after (ms)",
+                                   "speed after / before"),
+                         f"Section 3 before and after, {name}: `log_prob` milliseconds per call")
 
 
 def section_small(cfg, results, report):
@@ -573,6 +626,9 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write every number here")
     parser.add_argument("--sections", default="1,3,4,5,6,7",
                         help="comma-separated section numbers (2 comes with 1)")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="a checkout of older code (git worktree add DIR REV): sections 1 "
+                             "and 3 also run on it, in this invocation, before and after")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -596,6 +652,11 @@ def main(argv=None):
                "quality_budget": 1800, "quality_budgets": [60, 180, 600, 1800],
                "quality_patience": 10,
                "quick": False, "figure": True}
+    if args.baseline:
+        baseline = pathlib.Path(args.baseline).resolve()
+        if not (baseline / "tfp_nice" / "__init__.py").is_file():
+            parser.error(f"--baseline {args.baseline} holds no tfp_nice package")
+        cfg["baseline"] = str(baseline)
     results = {"machine": machine(), "settings": cfg, "command": " ".join(
         ["python", "benchmarks/run.py"] + (argv if argv is not None else sys.argv[1:]))}
     report = []

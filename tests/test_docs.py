@@ -80,6 +80,9 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, mirrored_strategy):
             elif lang == "sh" and "saved_model_cli" in code:
                 shell += _run_shell(code, tmp_path)
             # the other shell blocks are in NOT_RUN_HERE; `text` blocks are not commands
+    assert namespace["conv_flow"].encode(namespace["images"][:3]).shape == (3, 4, 4, 4)
+    assert (tmp_path / "flow.keras").is_file()
+    assert (tmp_path / "flow_saved_model" / "saved_model.pb").is_file()
     assert namespace["x"].shape == (5, 6)
     assert namespace["log_p"].shape == (5,)
     assert namespace["h"].shape == (5, 6)
