@@ -308,6 +308,8 @@ def worker(spec):
     if code:  # an older checkout's tfp_nice, found before the installed one
         sys.path.insert(0, code)
     result = TASKS[task.pop("task")](**task)
+    if "tfp_nice" in sys.modules:  # which code was measured
+        result["tfp_nice_code"] = os.path.dirname(sys.modules["tfp_nice"].__file__)
     print("RESULT " + json.dumps(result), flush=True)
 
 
