@@ -1,5 +1,9 @@
 """Consecutive couplings over one partition, split once and merged once."""
 
+from __future__ import annotations
+
+from typing import Sequence
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -41,7 +45,8 @@ class CouplingBlock(LogDetWithResult, tfp.bijectors.Bijector):
         True
     """
 
-    def __init__(self, couplings, validate_args=False, name="coupling_block"):
+    def __init__(self, couplings: Sequence[MaskedCoupling], validate_args: bool = False,
+                 name: str = "coupling_block") -> None:
         """Builds the block.
 
         Args:
@@ -122,7 +127,7 @@ class CouplingBlock(LogDetWithResult, tfp.bijectors.Bijector):
         return -self._map(y, "y", True)[1]
 
 
-def fuse_couplings(layers):
+def fuse_couplings(layers: Sequence[tfp.bijectors.Bijector]) -> list[tfp.bijectors.Bijector]:
     """`layers` with each run of two or more consecutive couplings over one partition
     (or its complement) replaced by one `CouplingBlock` of them; the rest as they are."""
     out, run = [], []

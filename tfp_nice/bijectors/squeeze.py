@@ -1,5 +1,9 @@
 """RealNVP's squeeze: each 2x2 block of pixels becomes one pixel of four times the channels."""
 
+from __future__ import annotations
+
+from typing import Sequence
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -11,7 +15,7 @@ tfb = tfp.bijectors
 __all__ = ["Squeeze", "squeezed_shape"]
 
 
-def squeezed_shape(event_shape, factor=2):
+def squeezed_shape(event_shape: Sequence[int], factor: int = 2) -> tuple[int, int, int]:
     """`(h // f, w // f, c f^2)` for an `(h, w, c)` event whose sides `f` divides.
 
     Raises:
@@ -47,7 +51,8 @@ class Squeeze(tfb.Bijector):
         TensorShape([2, 3, 12])
     """
 
-    def __init__(self, factor=2, validate_args=False, name="squeeze"):
+    def __init__(self, factor: int = 2, validate_args: bool = False,
+                 name: str = "squeeze") -> None:
         """Builds the bijector.
 
         Args:

@@ -1,7 +1,11 @@
 """SavedModel export: plain tensors in and out, served by TensorFlow alone."""
 
+from __future__ import annotations
+
 import json
 import math
+import os
+from typing import Any
 
 import tensorflow as tf
 
@@ -141,7 +145,7 @@ class _Server(tf.Module):
         }
 
 
-def export_saved_model(model, path, overwrite=False):
+def export_saved_model(model: Any, path: str | os.PathLike, overwrite: bool = False) -> dict:
     """Writes `model` as a SavedModel that TensorFlow alone can serve.
 
     Signatures (inputs and outputs are plain tensors; `*E` is the event shape):

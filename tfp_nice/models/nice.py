@@ -1,7 +1,13 @@
 """NICE as a preset of `Flow`: its flags build the steps."""
 
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
 import keras
 import numpy as np
+import tensorflow_probability as tfp
+from numpy.typing import ArrayLike
 
 from tfp_nice._validation import check_choice, check_flag, check_int
 from tfp_nice.bijectors import COUPLINGS, PARTITIONS, check_mask
@@ -14,6 +20,8 @@ from tfp_nice.steps import (
     build_steps,
     check_logit_alpha,
 )
+
+tfd = tfp.distributions
 
 __all__ = ["NICE"]
 
@@ -79,22 +87,22 @@ class NICE(Flow):
 
     def __init__(
         self,
-        event_shape,
-        num_couplings=4,
-        hidden_units=(1000,) * 5,
-        partition="odd_even",
-        rescaling=True,
-        prior="logistic",
-        activation="relu",
-        num_levels=None,
-        coupling="additive",
-        permutation=None,
-        actnorm=False,
-        rescaling_init="data",
-        seed=0,
-        logit_alpha=None,
-        **kwargs,
-    ):
+        event_shape: Sequence[int],
+        num_couplings: int = 4,
+        hidden_units: Sequence[int] = (1000,) * 5,
+        partition: str | ArrayLike = "odd_even",
+        rescaling: bool = True,
+        prior: str | tfd.Distribution = "logistic",
+        activation: str | Callable = "relu",
+        num_levels: int | None = None,
+        coupling: str = "additive",
+        permutation: str | None = None,
+        actnorm: bool = False,
+        rescaling_init: str = "data",
+        seed: int = 0,
+        logit_alpha: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Builds the model and all its weights.
 
         Args:

@@ -12,12 +12,16 @@ The flow's own weights are read without Keras's autocast: under a
 mixed-precision policy only the coupling networks compute in half precision.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from numpy.typing import ArrayLike
 
 from tfp_nice._validation import check_choice, check_int
 from tfp_nice.bijectors import (
@@ -79,7 +83,7 @@ class FlowStep(keras.layers.Layer):
     affine = True
     input_range = None
 
-    def __init__(self, event_shape, **kwargs):
+    def __init__(self, event_shape: Sequence[int], **kwargs: Any) -> None:
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.event_shape = tuple(int(d) for d in event_shape)
@@ -89,20 +93,20 @@ class FlowStep(keras.layers.Layer):
         self.num_dims = int(np.prod(self.event_shape))
 
     @property
-    def output_event_shape(self):
+    def output_event_shape(self) -> tuple[int, ...]:
         """The shape of one output of the step (of `f`'s direction)."""
         return self.event_shape
 
     @property
-    def needs_data(self):
+    def needs_data(self) -> bool:
         """Whether `adapt` sets any weight from data."""
         return False
 
-    def bijector(self):
+    def bijector(self) -> tfb.Bijector:
         """The step's bijector over its current weights; `forward` is data -> latent."""
         raise NotImplementedError
 
-    def adapt(self, h):
+    def adapt(self, h: ArrayLike) -> tf.Tensor:
         """Sets any data-dependent start from a batch `h`; returns `h` mapped by the step."""
         return self.bijector().forward(h)
 
@@ -150,8 +154,11 @@ class CouplingStep(FlowStep):
     constant_log_det = property(lambda self: self.coupling == "additive")
     affine = False
 
-    def __init__(self, event_shape, mask, hidden_units=None, coupling="additive",
-                 activation="relu", network=None, **kwargs):
+    def __init__(self, event_shape: Sequence[int], mask: ArrayLike,
+                 hidden_units: Sequence[int] | None = None, coupling: str = "additive",
+                 activation: str | Callable = "relu",
+                 network: keras.layers.Layer | Callable[[tuple, tuple], keras.layers.Layer]
+                 | None = None, **kwargs: Any) -> None:
         """Builds the step and its network's weights.
 
         Args:
@@ -264,7 +271,8 @@ class ActNormStep(FlowStep):
 class PermutationStep(FlowStep):
     """A fixed reordering of the flattened event, saved with the model."""
 
-    def __init__(self, event_shape, permutation, **kwargs):
+    def __init__(self, event_shape: Sequence[int], permutation: ArrayLike,
+                 **kwargs: Any) -> None:
         super().__init__(event_shape, **kwargs)
         perm = np.asarray(permutation, dtype=np.int32)
         if perm.shape != (self.num_dims,) or not np.array_equal(np.sort(perm),
@@ -290,7 +298,7 @@ class LULinearStep(FlowStep):
 
     TRAINABLE = ("lower", "upper", "log_diag")
 
-    def __init__(self, event_shape, seed=0, **kwargs):
+    def __init__(self, event_shape: Sequence[int], seed: int = 0, **kwargs: Any) -> None:
         super().__init__(event_shape, **kwargs)
         self.seed = int(seed)
         init = lu_linear_init(self.num_dims, self.seed)
@@ -320,7 +328,8 @@ class RescalingStep(FlowStep):
 
     INITS = ("data", "zeros")
 
-    def __init__(self, event_shape, init="zeros", target_std=1.0, **kwargs):
+    def __init__(self, event_shape: Sequence[int], init: str = "zeros",
+                 target_std: float | ArrayLike = 1.0, **kwargs: Any) -> None:
         super().__init__(event_shape, **kwargs)
         self.init = check_choice(init, self.INITS, "rescaling_init")
         self.target_std = np.broadcast_to(np.asarray(target_std, np.float64),
@@ -381,7 +390,8 @@ class LogitStep(FlowStep):
     affine = False
     input_range = (0.0, 1.0)
 
-    def __init__(self, event_shape, alpha=0.05, **kwargs):
+    def __init__(self, event_shape: Sequence[int], alpha: float = 0.05,
+                 **kwargs: Any) -> None:
         super().__init__(event_shape, **kwargs)
         if alpha is None:
             raise ValueError("LogitStep needs a number in [0, 0.5) for alpha. Received: "
@@ -418,7 +428,7 @@ class SqueezeStep(FlowStep):
     `output_event_shape`, and a channel split of it mixes neighbouring pixels.
     """
 
-    def __init__(self, event_shape, factor=2, **kwargs):
+    def __init__(self, event_shape: Sequence[int], factor: int = 2, **kwargs: Any) -> None:
         super().__init__(event_shape, **kwargs)
         self.factor = check_int(factor, "factor", minimum=2)
         self._output_shape = squeezed_shape(self.event_shape, self.factor)
