@@ -18,7 +18,7 @@ tf.config.set_logical_device_configuration(
 
 # A script test_distributed.py runs in subprocesses: importing it (as --doctest-modules
 # would) starts a worker; the fixtures' script would rewrite them.
-collect_ignore = ["multiworker_worker.py", "fixtures/write_nice_0.1.0.py"]  # and a script kept for the record
+collect_ignore = ["multiworker_worker.py", "fixtures/write_nice_0.1.0.py"]
 
 _WORST = {}
 _NUMBERS = {}
