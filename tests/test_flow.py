@@ -263,6 +263,9 @@ def test_squeeze_moves_entries_as_numpy_indexing_says():
     np.testing.assert_array_equal(y, want)
     np.testing.assert_array_equal(tn.Squeeze().inverse(tf.identity(y)), x)
     assert tn.Squeeze().forward_log_det_jacobian(x, 3).shape == (2,)
+    unknown = tf.function(tn.Squeeze().forward,  # sides unknown when traced
+                          input_signature=[tf.TensorSpec((None, None, None, 3), tf.float64)])
+    np.testing.assert_array_equal(unknown(x), want)
     with pytest.raises(ValueError, match=r"h and w multiples of 2.*\(3, 4, 1\)"):
         tn.SqueezeStep((3, 4, 1))
 

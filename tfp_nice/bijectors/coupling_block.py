@@ -95,8 +95,8 @@ class CouplingBlock(LogDetWithResult, tfp.bijectors.Bijector):
         self._couplings[0]._check_input(t, what)
         a, b, batch_shape = self._partition.split(t)
         log_det = None
-        order = zip(self._couplings, self._same)
-        for coupling, same in (reversed(list(order)) if inverse else order):
+        pairs = list(zip(self._couplings, self._same))
+        for coupling, same in (reversed(pairs) if inverse else pairs):
             if same:
                 b, part = coupling.transform_part(a, b, inverse)
             else:

@@ -107,7 +107,7 @@ class Squeeze(tfb.Bijector):
 
     def _forward(self, x):
         self._check(x, "x")
-        if x.shape.rank is not None:
+        if x.shape.rank is not None and None not in x.shape[-3:]:
             squeezed_shape(x.shape[-3:], self._factor)  # names a bad static shape
         f = self._factor
         shape = tf.shape(x)

@@ -232,7 +232,7 @@ class CouplingStep(FlowStep):
     def get_config(self):
         config = {**super().get_config(), "mask": self.mask.tolist(),
                   "coupling": self.coupling}
-        if self.hidden_units is not None and isinstance(self.network, CouplingMLP):
+        if self.hidden_units is not None:  # the default network, rebuilt from its sizes
             return {**config, "hidden_units": list(self.hidden_units),
                     "activation": keras.activations.serialize(self.network.activation)}
         return {**config, "network": keras.saving.serialize_keras_object(self.network)}
