@@ -23,6 +23,28 @@ def random_mlp(n_in, n_out, dtype, seed, hidden=(16, 16), activation="tanh", aff
     return net
 
 
+def random_conv_net(part_shape, c_out, dtype, seed, hidden=(8,), affine=False,
+                    scale="bounded"):
+    """A CouplingConvNet with every weight random (a fresh one is the zero map)."""
+    net = tn.CouplingConvNet(hidden, c_out, activation="tanh", affine=affine, scale=scale,
+                             dtype=tf.as_dtype(dtype).name)
+    net.build((None,) + tuple(part_shape))
+    rng = np.random.default_rng(seed)
+    for w in net.weights:
+        w.assign(rng.normal(scale=0.3, size=w.shape))
+    return net
+
+
+def conv1x1(channels, dtype, seed):
+    """An InvertibleConv1x1 from Glow's start plus random noise, and its variables."""
+    init = tn.lu_linear_init(channels, seed)
+    rng = np.random.default_rng(seed + 1)
+    variables = [keras.Variable(init[k] + rng.normal(scale=0.2, size=init[k].shape),
+                                dtype=tf.as_dtype(dtype).name)
+                 for k in ("lower", "upper", "log_diag")]
+    return tn.InvertibleConv1x1(*variables, init["sign"], init["permutation"]), variables
+
+
 class LinearTanhShift:
     """A plain callable (not a Keras layer): `tanh(x_a @ W)`."""
 

@@ -16,10 +16,12 @@ from conftest import record_error
 from helpers import (
     TOL,
     affine_coupling,
+    conv1x1,
     coupling,
     lu_linear,
     nice_chain,
     random_log_scale,
+    random_conv_net,
     random_mlp,
     random_variable,
 )
@@ -88,6 +90,25 @@ def _lu(event_shape):
     return build
 
 
+def _conv1x1(event_shape):
+    def build(dtype):
+        bij, variables = conv1x1(event_shape[-1], dtype, seed=11)
+        return bij, event_shape, variables
+    return build
+
+
+def _conv_coupling(event_shape, affine, scale="bounded"):
+    """A channel coupling whose network is a CouplingConvNet with random weights."""
+    def build(dtype):
+        mask = tn.partition_mask("channel", event_shape)
+        c_a = int(mask[0, 0].sum())
+        net = random_conv_net(event_shape[:2] + (c_a,), event_shape[-1] - c_a, dtype, 12,
+                              affine=affine, scale=scale)
+        kind = tn.AffineCoupling if affine else tn.AdditiveCoupling
+        return kind(net, mask), event_shape, list(net.trainable_weights)
+    return build
+
+
 def _actnorm(param_shape, event_shape):
     def build(dtype):
         s, b = random_variable(param_shape, dtype, 9), random_variable(param_shape, dtype, 10)
@@ -147,6 +168,11 @@ CASES = {
     "actnorm-vector": _actnorm((5,), (5,)),
     "actnorm-image-per-channel": _actnorm((3,), (4, 4, 3)),
     "glow-like-chain": _glow_like((6,)),
+    "conv1x1-image": _conv1x1((4, 4, 3)),
+    "conv1x1-non-square-image": _conv1x1((2, 3, 4)),
+    "additive-channel-conv-net": _conv_coupling((4, 4, 2), affine=False),
+    "affine-channel-conv-net-bounded": _conv_coupling((4, 4, 4), affine=True),
+    "affine-channel-conv-net-sigmoid": _conv_coupling((4, 4, 3), affine=True, scale="sigmoid"),
 }
 NO_VARIABLES = {"rescaling-constant-tensor", "additive-plain-callable",
                 "affine-single-tensor-callable", "permutation-reverse",

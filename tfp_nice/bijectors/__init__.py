@@ -3,7 +3,9 @@
 from tfp_nice.bijectors.actnorm import ActNorm
 from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
 from tfp_nice.bijectors.affine_coupling import AffineCoupling
+from tfp_nice.bijectors.conv1x1 import InvertibleConv1x1
 from tfp_nice.bijectors.coupling_block import CouplingBlock, fuse_couplings
+from tfp_nice.bijectors.factor_out import FactorOut
 from tfp_nice.bijectors.lu_linear import LULinear, lu_linear_init
 from tfp_nice.bijectors.masks import PARTITIONS, check_mask, partition_mask
 from tfp_nice.bijectors.nice import COUPLINGS, coupling_masks, generator, nice_bijector
@@ -17,6 +19,8 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "CouplingBlock",
+    "FactorOut",
+    "InvertibleConv1x1",
     "LULinear",
     "PARTITIONS",
     "Permutation",

@@ -4,7 +4,8 @@ import math
 
 import keras
 
-from tfp_nice._validation import check_int
+from tfp_nice._validation import check_choice, check_int
+from tfp_nice.networks.coupling_conv import SCALES
 
 __all__ = ["CouplingMLP"]
 
@@ -24,7 +25,8 @@ class CouplingMLP(keras.layers.Layer):
     With
     `affine=True` the output is a pair `(shift, log_scale)` for
     `AffineCoupling`, with `log_scale = scale * tanh(raw)`: bounded by a
-    learned per-entry `scale` (initialised at 1), as in RealNVP's code.
+    learned per-entry `scale` (initialised at 1), as in RealNVP's code, or
+    with `scale="sigmoid"` Glow's `log(sigmoid(raw + 2))`.
 
     Under a Keras mixed-precision policy (`"mixed_bfloat16"`,
     `"mixed_float16"`) the layer computes in the policy's compute dtype and
@@ -40,6 +42,7 @@ class CouplingMLP(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         affine=False,
         output_shape=None,
+        scale="bounded",
         **kwargs,
     ):
         """Builds the layer.
@@ -53,6 +56,8 @@ class CouplingMLP(keras.layers.Layer):
           affine: return `(shift, log_scale)` for an affine coupling.
           output_shape: `None`, or the shape of each output after the batch
             axis (its entries multiply to `output_units`), e.g. `(h, w, c_B)`.
+          scale: the affine log-scale, `"bounded"` (`scale * tanh(raw)`) or
+            `"sigmoid"` (Glow's `log(sigmoid(raw + 2))`).
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
 
         Raises:
@@ -65,6 +70,7 @@ class CouplingMLP(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.output_units = output_units
         self.affine = bool(affine)
+        self.scale_kind = check_choice(scale, SCALES, "scale")
         self.output_shape = None if output_shape is None else tuple(
             check_int(d, "output_shape entry") for d in output_shape)
         if self.output_shape is not None and math.prod(self.output_shape) != output_units:
@@ -97,7 +103,7 @@ class CouplingMLP(keras.layers.Layer):
             layer.build(shape)
             shape = shape[:-1] + (layer.units,)
         self.output_layer.build(shape)
-        if self.affine:
+        if self.affine and self.scale_kind == "bounded":
             self.scale = self.add_weight(shape=(self.output_units,), initializer="ones",
                                          name="log_scale_bound")
 
@@ -114,7 +120,10 @@ class CouplingMLP(keras.layers.Layer):
         if not self.affine:
             return self._shaped(keras.ops.cast(out, flow_dtype))
         shift, raw = out[..., : self.output_units], out[..., self.output_units:]
-        log_scale = self.scale * keras.ops.tanh(raw)
+        if self.scale_kind == "bounded":
+            log_scale = self.scale * keras.ops.tanh(raw)
+        else:
+            log_scale = keras.ops.log_sigmoid(raw + 2.0)
         return (self._shaped(keras.ops.cast(shift, flow_dtype)),
                 self._shaped(keras.ops.cast(log_scale, flow_dtype)))
 
@@ -135,5 +144,6 @@ class CouplingMLP(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "affine": self.affine,
             "output_shape": None if self.output_shape is None else list(self.output_shape),
+            "scale": self.scale_kind,
         }
         return {**super().get_config(), **config}

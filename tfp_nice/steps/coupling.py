@@ -1,0 +1,160 @@
+"""The coupling step: an additive or affine coupling and the network it owns."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import keras
+from numpy.typing import ArrayLike
+
+from tfp_nice._validation import check_choice
+from tfp_nice.bijectors import COUPLINGS, check_mask
+from tfp_nice.bijectors._partition import MaskPartition
+from tfp_nice.networks import SCALES, CouplingConvNet, CouplingMLP
+from tfp_nice.steps.base import FlowStep, under_policy
+
+__all__ = ["CouplingStep"]
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class CouplingStep(FlowStep):
+    """An additive (NICE) or affine (RealNVP) coupling whose network this step owns.
+
+    `mask` (`True` = conditioning part A) splits the event; the network maps
+    part A to what changes part B: its shift (`coupling="additive"`), or its
+    shift and log-scale (`"affine"`, a pair or one tensor holding both on its
+    last axis). Part A arrives in the shape the mask gives it: a mask that
+    picks channels of an `(h, w, c)` event (the `"channel"` partition) gives
+    an image `(h, w, c_a)`, so a `keras.layers.Conv2D` stack can be the
+    network; any other mask gives a flat vector of its `n_a` entries.
+
+    The network is one of: a `CouplingMLP` of `hidden_units` (any mask), a
+    `CouplingConvNet` of `hidden_channels` (Glow's `3x3 -> 1x1 -> 3x3`, for a
+    channel mask), or the user's `network`. For the first two, `scale` picks
+    the affine log-scale: `"bounded"` (`scale * tanh(raw)`, a learned bound)
+    or `"sigmoid"` (Glow's `log(sigmoid(raw + 2))`).
+
+    Under a mixed-precision policy the network computes in half precision and
+    its outputs come back to the flow's dtype (float32) before they are used.
+    """
+
+    constant_log_det = property(lambda self: self.coupling == "additive")
+    affine = False
+
+    def __init__(self, event_shape: Sequence[int], mask: ArrayLike,
+                 hidden_units: Sequence[int] | None = None, coupling: str = "additive",
+                 activation: str | Callable = "relu",
+                 network: keras.layers.Layer | Callable[[tuple, tuple], keras.layers.Layer]
+                 | None = None, hidden_channels: Sequence[int] | None = None,
+                 scale: str = "bounded", **kwargs: Any) -> None:
+        """Builds the step and its network's weights.
+
+        Args:
+          event_shape: shape of one input.
+          mask: boolean array of `event_shape`, `True` = conditioning part.
+          hidden_units: widths of the hidden layers of a default dense network
+            (a `CouplingMLP` whose last layer starts at zero, so a fresh step is
+            the identity).
+          coupling: `"additive"` or `"affine"`.
+          activation: the default network's activation.
+          network: instead of a default network, a Keras layer, or a factory
+            `network(part_shape, output_shape) -> keras layer`, called with the
+            shape of part A and the shape the network must return (part B's,
+            with twice its last axis for an affine coupling; both without the
+            batch axis), under the step's dtype policy (layers it makes without
+            a `dtype` take the step's). Start its last layer at zero to start
+            at the identity.
+          hidden_channels: widths of the hidden convolutions of a default
+            convolutional network (a `CouplingConvNet`, last layer at zero),
+            for a mask that picks channels of an `(h, w, c)` event.
+          scale: the default networks' affine log-scale, `"bounded"` or
+            `"sigmoid"`.
+          **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
+
+        Raises:
+          ValueError: for a bad mask, coupling or scale, not exactly one of
+            `hidden_units`, `hidden_channels` and `network`, or
+            `hidden_channels` with a mask that does not pick channels.
+          TypeError: for a `network` that is not a Keras layer or a callable
+            that returns one.
+        """
+        super().__init__(event_shape, **kwargs)
+        self.mask = check_mask(mask, self.event_shape)
+        self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
+        self.scale = check_choice(scale, SCALES, "scale")
+        partition = MaskPartition(self.mask)
+        self.part_shape, part_b = partition.shape_a, partition.shape_b
+        self.network_output_shape = (part_b if coupling == "additive"
+                                     else part_b[:-1] + (2 * part_b[-1],))
+        given = [k for k, v in (("hidden_units", hidden_units),
+                                ("hidden_channels", hidden_channels),
+                                ("network", network)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(f"{self.name}: give one of hidden_units (a dense CouplingMLP), "
+                             "hidden_channels (a convolutional CouplingConvNet) or network. "
+                             f"Received: hidden_units={hidden_units!r}, hidden_channels="
+                             f"{hidden_channels!r}, network={network!r}")
+        if network is not None and self.scale != "bounded":
+            raise ValueError(f"{self.name}: scale={self.scale!r} shapes the log-scale of the "
+                             "default networks; a network of your own returns its own.")
+        self.hidden_units = None if hidden_units is None else tuple(int(u) for u in
+                                                                     hidden_units)
+        self.hidden_channels = None if hidden_channels is None else tuple(
+            int(u) for u in hidden_channels)
+        if hidden_units is not None:
+            network = CouplingMLP(self.hidden_units, int((~self.mask).sum()),
+                                  activation=activation, affine=coupling == "affine",
+                                  output_shape=part_b if len(part_b) > 1 else None,
+                                  scale=self.scale, dtype=self.dtype_policy, name="network")
+        elif hidden_channels is not None:
+            if partition.layout != "channel":
+                raise ValueError(f"{self.name}: hidden_channels makes a convolutional network, "
+                                 "which needs a mask that picks channels of an (h, w, c) "
+                                 "event (partition_mask('channel', ...)); use hidden_units "
+                                 "for this mask.")
+            network = CouplingConvNet(self.hidden_channels, part_b[-1], activation=activation,
+                                      affine=coupling == "affine", scale=self.scale,
+                                      dtype=self.dtype_policy, name="network")
+        elif not isinstance(network, keras.layers.Layer):
+            if not callable(network):
+                raise TypeError(f"{self.name}: network must be a Keras layer or a factory "
+                                f"(part_shape, output_shape) -> layer. Received: {network!r}")
+            made = under_policy(self.dtype_policy, network, self.part_shape,
+                                self.network_output_shape)
+            if not isinstance(made, keras.layers.Layer):
+                raise TypeError(f"{self.name}: the network factory must return a Keras "
+                                f"layer; it returned {type(made).__name__}.")
+            network = made
+        self.network = network
+        if not self.network.built:
+            self.network.build((None,) + tuple(self.part_shape))
+        inputs = getattr(network, "inputs", None) or []
+        allowed = (self.variable_dtype, self.compute_dtype)  # mixed: the network's half
+        wrong = [t.dtype for t in inputs if t.dtype not in allowed]
+        if wrong:  # a functional model casts its inputs to its Input's dtype
+            raise ValueError(
+                f"{self.name}: the network's keras.Input has dtype {wrong[0]}, so it would "
+                f"round the {self.variable_dtype} part it is given; make it "
+                f"keras.Input(..., dtype={self.variable_dtype!r}) or leave the Input out "
+                "(the step builds the network for its part).")
+        self.built = True
+
+    def bijector(self):
+        return COUPLINGS[self.coupling](self.network, self.mask, name=self.name)
+
+    def get_config(self):
+        config = {**super().get_config(), "mask": self.mask.tolist(),
+                  "coupling": self.coupling}
+        sizes = {"hidden_units": self.hidden_units, "hidden_channels": self.hidden_channels}
+        for key, value in sizes.items():  # a default network, rebuilt from its sizes
+            if value is not None:
+                return {**config, key: list(value), "scale": self.scale,
+                        "activation": keras.activations.serialize(self.network.activation)}
+        return {**config, "network": keras.saving.serialize_keras_object(self.network)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("network"), dict):
+            config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)
