@@ -288,8 +288,20 @@ def test_bad_steps_are_refused_by_name():
         tn.Flow([tn.ActNormStep((4,))], dtype="float64")
     with pytest.raises(ValueError, match="event shape \\(4,\\)"):
         tn.Flow([tn.ActNormStep((4,))], prior=tfd.Independent(tfd.Normal([0.0] * 3, 1.0), 1))
-    with pytest.raises(ValueError, match="hidden_units .* or network, not both"):
+    with pytest.raises(ValueError, match="give one of hidden_units .* hidden_channels .* or "
+                                         "network"):
         tn.CouplingStep((4,), mask)
+    with pytest.raises(ValueError, match="give one of"):
+        tn.CouplingStep((4,), mask, hidden_units=(2,), network=keras.layers.Dense(2))
+    with pytest.raises(ValueError, match="hidden_channels makes a convolutional network, "
+                                         "which needs a mask that picks channels"):
+        tn.CouplingStep((2, 2, 2), tn.partition_mask("checkerboard", (2, 2, 2)),
+                        hidden_channels=(4,))
+    with pytest.raises(ValueError, match="scale='sigmoid' shapes the log-scale of the default"):
+        tn.CouplingStep((4,), mask, coupling="affine", scale="sigmoid",
+                        network=keras.layers.Dense(4))
+    with pytest.raises(ValueError, match="scale must be one of"):
+        tn.CouplingStep((4,), mask, hidden_units=(2,), scale="exp")
     with pytest.raises(TypeError, match="factory must return a Keras layer"):
         tn.CouplingStep((4,), mask, network=lambda a, b: "not a layer")
 

@@ -25,6 +25,8 @@ _NAMES = {
     "AdditiveCoupling": "tfp_nice.bijectors",
     "AffineCoupling": "tfp_nice.bijectors",
     "CouplingBlock": "tfp_nice.bijectors",
+    "FactorOut": "tfp_nice.bijectors",
+    "InvertibleConv1x1": "tfp_nice.bijectors",
     "LULinear": "tfp_nice.bijectors",
     "Permutation": "tfp_nice.bijectors",
     "Rescaling": "tfp_nice.bijectors",
@@ -43,15 +45,19 @@ _NAMES = {
     "AveragedEarlyStopping": "tfp_nice.models",
     "averaged_weights": "tfp_nice.models",
     "dequantized_batches": "tfp_nice.models",
+    "CouplingConvNet": "tfp_nice.networks",
     "CouplingMLP": "tfp_nice.networks",
     "ActNormStep": "tfp_nice.steps",
+    "Conv1x1Step": "tfp_nice.steps",
     "CouplingStep": "tfp_nice.steps",
+    "FactorOutStep": "tfp_nice.steps",
     "FlowStep": "tfp_nice.steps",
     "LULinearStep": "tfp_nice.steps",
     "LogitStep": "tfp_nice.steps",
     "PermutationStep": "tfp_nice.steps",
     "RescalingStep": "tfp_nice.steps",
     "SqueezeStep": "tfp_nice.steps",
+    "multiscale_steps": "tfp_nice.steps",
 }
 _SUBPACKAGES = ("data", "presets")
 
@@ -65,6 +71,8 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         AdditiveCoupling,
         AffineCoupling,
         CouplingBlock,
+        FactorOut,
+        InvertibleConv1x1,
         LULinear,
         Permutation,
         Rescaling,
@@ -86,16 +94,19 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         averaged_weights,
         dequantized_batches,
     )
-    from tfp_nice.networks import CouplingMLP
+    from tfp_nice.networks import CouplingConvNet, CouplingMLP
     from tfp_nice.steps import (
         ActNormStep,
+        Conv1x1Step,
         CouplingStep,
+        FactorOutStep,
         FlowStep,
         LogitStep,
         LULinearStep,
         PermutationStep,
         RescalingStep,
         SqueezeStep,
+        multiscale_steps,
     )
 
 

@@ -22,33 +22,11 @@ from tfp_nice.models.training import (
     epoch_batches,
     start_sample,
 )
-from tfp_nice.steps import FlowStep
+from tfp_nice.steps import FlowStep, check_chain
 
 tfd = tfp.distributions
 
 __all__ = ["Flow"]
-
-
-def _check_steps(steps, name):
-    steps = list(steps)
-    if not steps:
-        raise ValueError(f"{name} needs at least one step. Received: steps=[]")
-    for k, step in enumerate(steps):
-        if not isinstance(step, FlowStep):
-            raise TypeError(f"{name}: step {k} is a {type(step).__name__}, not a "
-                            "tfp_nice step (a FlowStep such as CouplingStep).")
-    for before, after in zip(steps, steps[1:]):
-        if tuple(before.output_event_shape) != tuple(after.event_shape):
-            raise ValueError(
-                f"{name}: step {before.name!r} returns events of shape "
-                f"{tuple(before.output_event_shape)}, but the next step, {after.name!r}, "
-                f"takes events of shape {tuple(after.event_shape)}.")
-    names = [step.name for step in steps]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"{name}: step names must be unique (they name the bijectors); "
-                         f"{', '.join(map(repr, repeated))} repeat.")
-    return steps
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
@@ -144,7 +122,7 @@ class Flow(keras.Model):
         # Keras must neither cast its inputs nor its own weights.
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
-        steps = _check_steps(steps, type(self).__name__)
+        steps = check_chain(steps, type(self).__name__)
         for step in steps:
             if step.variable_dtype != self.flow_dtype:
                 raise ValueError(
