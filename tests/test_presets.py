@@ -91,3 +91,33 @@ def test_affine_mnist_quick_run_is_finite_and_improving():
     assert scores[-1] > scores[0] + 50, scores  # nats per image, held out, averaged weights
     final = float(tf.reduce_mean(model.log_prob(held)))  # fit left the averages in
     assert final == pytest.approx(scores[-1], abs=1e-3)
+
+
+def test_glow_mnist_preset_is_the_documented_multiscale_flow():
+    preset = tn.presets.glow_mnist()
+    model = preset.model
+    assert model.event_shape == (28, 28, 1) and model.latent_shape == (784,)
+    assert model.prior == "normal" and model.num_levels == 256
+    names = [type(s).__name__ for s in model.steps]
+    assert names == ["LogitStep", "SqueezeStep"] + ["ActNormStep", "Conv1x1Step",
+                                                    "CouplingStep"] * 4 + ["FactorOutStep"]
+    exit_ = model.steps[-1]
+    assert exit_.keep == 2 and exit_.learned_prior
+    assert [type(s).__name__ for s in exit_.steps] == (
+        ["SqueezeStep"] + ["ActNormStep", "Conv1x1Step", "CouplingStep"] * 4)
+    couplings = [s for s in tn.steps.walk(model.steps) if isinstance(s, tn.CouplingStep)]
+    assert all(c.coupling == "affine" and c.hidden_channels == (64, 64) for c in couplings)
+    # per step at 14x14x4: ActNorm 2*4, 1x1 conv 2*16 + 4, network 3x3 2->64, 1x1 64->64,
+    # 3x3 64->2*2 (with biases) and 2 bounds; the learned prior a 3x3 2->2*2 and 2 bounds;
+    # per step at 7x7x8 likewise with 8 channels
+    scale_0 = 8 + 36 + (2 * 9 * 64 + 64) + (64 * 64 + 64) + (64 * 9 * 4 + 4) + 2
+    prior = 2 * 9 * 4 + 4 + 2
+    scale_1 = 16 + 136 + (4 * 9 * 64 + 64) + (64 * 64 + 64) + (64 * 9 * 8 + 8) + 4
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == 4 * scale_0 + prior + 4 * scale_1 == 76198
+    config = preset.optimizer.get_config()
+    assert config["learning_rate"] == pytest.approx(2e-3) and config["use_ema"]
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28)).astype(np.uint8)
+    x = preset.preprocess(images, seed=0)
+    assert x.shape == (3, 28, 28, 1)
+    np.testing.assert_array_equal(np.floor(x[..., 0] * 256), images)
