@@ -21,9 +21,10 @@ from tfp_nice.cli.inputs import InputError, load_dataset, load_model
 from tfp_nice.cli.resume import EpochBackup, latest_backup, read_history
 from tfp_nice.data import bits_per_dim, train_test_split
 from tfp_nice.export import export_saved_model
-from tfp_nice.models import NICE
+from tfp_nice.models import NICE, Flow
 from tfp_nice.models.inpainting import hidden_mask
 from tfp_nice.models.training import AveragedEarlyStopping, TrainingDataError
+from tfp_nice.steps import multiscale_steps, walk
 
 __all__ = ["COMMANDS"]
 
@@ -74,14 +75,15 @@ def _scores(model, x, batch_size):
 
 
 # The flags a preset fixes, with the name the error message gives them.
-_PRESET_FIXES = {"couplings": "--couplings", "hidden": "--hidden", "partition": "--partition",
+_PRESET_FIXES = {"flow": "--flow", "scales": "--scales", "steps_per_scale": "--steps-per-scale",
+                 "couplings": "--couplings", "hidden": "--hidden", "partition": "--partition",
                  "coupling": "--coupling", "actnorm": "--actnorm",
                  "permutation": "--permutation", "rescaling_init": "--rescaling-init",
                  "prior": "--prior", "no_rescaling": "--no-rescaling",
                  "learning_rate": "--learning-rate"}
 
 
-def _preset(args, dataset, event_shape):
+def _preset(args, dataset):
     """The model and optimiser of `--preset`, after checking it fits the data and flags."""
     from tfp_nice import presets
 
@@ -92,12 +94,54 @@ def _preset(args, dataset, event_shape):
         raise InputError(f"--preset {args.preset} sets the model and optimiser; drop "
                          f"{', '.join(changed)}.")
     model, optimizer, _ = getattr(presets, args.preset)(seed=args.seed)
-    if tuple(event_shape) != tuple(model.event_shape) or dataset.num_levels != model.num_levels:
+    size = math.prod(model.event_shape)
+    images = dataset.image_shape is not None and math.prod(dataset.image_shape) == size
+    if (dataset.x.shape[1] != size or dataset.num_levels != model.num_levels
+            or len(model.event_shape) > 1 and not images):
         raise InputError(
             f"--preset {args.preset} is for 28x28 images of {model.num_levels} levels "
-            f"(uint8); {dataset.name} holds examples of shape {tuple(event_shape)} with "
+            f"(uint8); {dataset.name} holds examples of shape {tuple(dataset.x.shape[1:])} with "
             f"{dataset.num_levels} levels.")
     return model, optimizer
+
+
+# The options of one --flow only, with the name the error message gives them.
+_NICE_ONLY = {"couplings": "--couplings", "partition": "--partition", "actnorm": "--actnorm",
+              "permutation": "--permutation", "rescaling_init": "--rescaling-init",
+              "no_rescaling": "--no-rescaling"}
+_MULTISCALE_ONLY = {"scales": "--scales", "steps_per_scale": "--steps-per-scale"}
+
+
+def _multiscale(args, dataset):
+    """The flow of `--flow multiscale` over the data's images."""
+    nice_only = [flag for key, flag in _NICE_ONLY.items() if key in args.typed]
+    if nice_only:
+        raise InputError(f"--flow multiscale builds its own steps: drop {', '.join(nice_only)} "
+                         "(its options are --scales, --steps-per-scale, --hidden, --coupling "
+                         "and --prior).")
+    if dataset.image_shape is None:
+        raise InputError(f"--flow multiscale needs images, (n, h, w) or (n, h, w, c) data; "
+                         f"{dataset.name} holds vectors of {dataset.x.shape[1]} entries.")
+    shape = tuple(dataset.image_shape) + ((1,) if len(dataset.image_shape) == 2 else ())
+    side = 2 ** args.scales
+    if shape[0] % side or shape[1] % side:
+        raise InputError(f"--scales {args.scales} halves the sides {args.scales} times: the "
+                         f"images' sides must be multiples of {side}; {dataset.name}'s images "
+                         f"are {shape[0]}x{shape[1]} (try --scales 1).")
+    # Discrete data arrive dequantized into [0, 1): the logit step spreads them out.
+    logit = 0.05 if dataset.num_levels is not None else None
+    architecture = {"flow": "multiscale", "scales": args.scales,
+                    "steps_per_scale": args.steps_per_scale, "hidden_channels": args.hidden,
+                    "coupling": args.coupling or "affine", "prior": args.prior or "normal",
+                    "logit_alpha": logit}
+    steps = multiscale_steps(shape, num_scales=args.scales,
+                             steps_per_scale=args.steps_per_scale,
+                             hidden_channels=tuple(args.hidden),
+                             coupling=architecture["coupling"], logit_alpha=logit,
+                             seed=args.seed)
+    model = Flow(steps, prior=architecture["prior"], num_levels=dataset.num_levels,
+                 seed=args.seed, name="multiscale")
+    return model, architecture, shape
 
 
 def train(args):
@@ -109,28 +153,41 @@ def train(args):
     n_fit = len(train_x) - int(len(train_x) * args.validation_split)
     if n_fit < 1:
         raise InputError(f"{dataset.name} has {len(dataset.x)} examples: too few to split.")
-    event_shape = _event_shape(dataset, args.partition)
-    train_x = train_x.reshape((len(train_x),) + event_shape)
-    test_x = test_x.reshape((len(test_x),) + event_shape)
 
     keras.utils.set_random_seed(args.seed)
     if args.preset:
-        model, optimizer = _preset(args, dataset, event_shape)
-        architecture = {"preset": args.preset, "partition": model.partition,
-                        "coupling": model.coupling, "actnorm": model.actnorm,
-                        "permutation": model.permutation, "rescaling": model.rescaling,
-                        "rescaling_init": model.rescaling_init,
-                        "logit_alpha": model.logit_alpha}
+        model, optimizer = _preset(args, dataset)
+        event_shape = tuple(model.event_shape)
+        if isinstance(model, NICE):
+            architecture = {"preset": args.preset, "partition": model.partition,
+                            "coupling": model.coupling, "actnorm": model.actnorm,
+                            "permutation": model.permutation, "rescaling": model.rescaling,
+                            "rescaling_init": model.rescaling_init,
+                            "logit_alpha": model.logit_alpha}
+        else:
+            architecture = {"preset": args.preset, "flow": "multiscale",
+                            "steps": [step.name for step in walk(model.steps)]}
+    elif args.flow == "multiscale":
+        model, architecture, event_shape = _multiscale(args, dataset)
+        optimizer = keras.optimizers.Adam(args.learning_rate)
     else:
+        multiscale_only = [flag for key, flag in _MULTISCALE_ONLY.items() if key in args.typed]
+        if multiscale_only:
+            raise InputError(f"--flow nice does not take {', '.join(multiscale_only)} (options "
+                             "of --flow multiscale).")
+        event_shape = _event_shape(dataset, args.partition)
         architecture = {
-            "partition": args.partition, "coupling": args.coupling, "actnorm": args.actnorm,
+            "partition": args.partition, "coupling": args.coupling or "additive",
+            "actnorm": args.actnorm,
             "permutation": None if args.permutation == "none" else args.permutation,
             "rescaling": not args.no_rescaling, "rescaling_init": args.rescaling_init,
         }
         model = NICE(event_shape, num_couplings=args.couplings,
-                     hidden_units=tuple(args.hidden), prior=args.prior,
+                     hidden_units=tuple(args.hidden), prior=args.prior or "logistic",
                      num_levels=dataset.num_levels, seed=args.seed, **architecture)
         optimizer = keras.optimizers.Adam(args.learning_rate)
+    train_x = train_x.reshape((len(train_x),) + event_shape)
+    test_x = test_x.reshape((len(test_x),) + event_shape)
     model.compile(optimizer)
     callbacks = []  # the model stops by itself after an epoch whose loss is not finite
     backup = out.parent / f".{out.name}.backup"
@@ -154,7 +211,8 @@ def train(args):
         else:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=args.patience, restore_best_weights=True))
-    print(f"training NICE on {dataset.name}: {len(train_x)} examples of shape "
+    kind = "NICE" if isinstance(model, NICE) else "a multi-scale flow"
+    print(f"training {kind} on {dataset.name}: {len(train_x)} examples of shape "
           f"{event_shape} ({len(test_x)} held out for test)", flush=True)
     start = time.perf_counter()
     try:

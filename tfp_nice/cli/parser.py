@@ -2,7 +2,7 @@
 
 import argparse
 
-from tfp_nice._choices import COUPLING_KINDS, HIDE, PARTITIONS, PERMUTATIONS, PRESETS
+from tfp_nice._choices import COUPLING_KINDS, FLOWS, HIDE, PARTITIONS, PERMUTATIONS, PRESETS
 from tfp_nice._validation import check_int, check_positive_float
 from tfp_nice._version import __version__
 from tfp_nice.cli.inputs import BUILTIN_DATA
@@ -58,14 +58,27 @@ def build_parser():
     train.add_argument("--epochs", type=_positive_int, default=300)
     train.add_argument("--batch-size", type=_positive_int, default=64)
     train.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    train.add_argument("--flow", default="nice", choices=list(FLOWS),
+                       help="nice: NICE's flow of couplings over vectors (or images with "
+                            "--partition checkerboard/channel); multiscale: a multi-scale "
+                            "convolutional flow over images (RealNVP's layout, Glow's steps: "
+                            "squeeze, per-channel ActNorm, 1x1 convolution, convolutional "
+                            "channel coupling, factor-out with a learned prior)")
     train.add_argument("--couplings", type=_positive_int, default=4)
     train.add_argument("--hidden", type=_positive_int, nargs="+", default=[64, 64],
-                       help="hidden layer widths of each coupling network (default: 64 64)")
+                       help="hidden layer widths of each coupling network (default: 64 64); "
+                            "with --flow multiscale, the channels of its hidden convolutions")
+    train.add_argument("--scales", type=_positive_int, default=2,
+                       help="--flow multiscale: number of scales (the image's sides must be "
+                            "multiples of 2 ** scales; default: 2)")
+    train.add_argument("--steps-per-scale", type=_positive_int, default=4,
+                       help="--flow multiscale: Glow steps per scale (default: 4)")
     train.add_argument("--partition", default="odd_even", choices=list(PARTITIONS),
                        help="how each coupling splits an example (default: odd_even, NICE's); "
                             "checkerboard and channel keep image data in their shape")
-    train.add_argument("--coupling", default="additive", choices=list(COUPLING_KINDS),
-                       help="additive (NICE) or affine (RealNVP) couplings")
+    train.add_argument("--coupling", default=None, choices=list(COUPLING_KINDS),
+                       help="additive (NICE) or affine (RealNVP) couplings (default: additive; "
+                            "affine with --flow multiscale)")
     train.add_argument("--actnorm", action="store_true",
                        help="an ActNorm before each coupling, started from a sample of the "
                             "training data")
@@ -75,14 +88,16 @@ def build_parser():
     train.add_argument("--rescaling-init", default="data", choices=["data", "zeros"],
                        help="start of the rescaling's log-scales: from a sample of the "
                             "training data (data) or NICE's zeros")
-    train.add_argument("--prior", default="logistic", choices=["logistic", "normal"])
+    train.add_argument("--prior", default=None, choices=["logistic", "normal"],
+                       help="the latent's prior (default: logistic, NICE's; normal with "
+                            "--flow multiscale)")
     train.add_argument("--no-rescaling", action="store_true",
                        help="leave out NICE's rescaling layer (a volume-preserving flow)")
     train.add_argument("--preset", default=None, choices=PRESETS,
                        help="the model and optimiser of tfp_nice.presets for 28x28 uint8 "
-                            "images: affine_mnist (the library's recipe) or nice_mnist "
-                            "(NICE's); the architecture flags and --learning-rate must "
-                            "not be given")
+                            "images: affine_mnist (the library's dense recipe), glow_mnist "
+                            "(the multi-scale convolutional flow) or nice_mnist (NICE's); "
+                            "the architecture flags and --learning-rate must not be given")
     train.add_argument("--validation-split", type=_fraction, default=0.1)
     train.add_argument("--test-split", type=_fraction, default=0.2)
     train.add_argument("--patience", type=int, default=20,
