@@ -100,11 +100,11 @@ def test_glow_mnist_preset_is_the_documented_multiscale_flow():
     assert model.prior == "normal" and model.num_levels == 256
     names = [type(s).__name__ for s in model.steps]
     assert names == ["LogitStep", "SqueezeStep"] + ["ActNormStep", "Conv1x1Step",
-                                                    "CouplingStep"] * 4 + ["FactorOutStep"]
+                                                    "CouplingStep"] * 8 + ["FactorOutStep"]
     exit_ = model.steps[-1]
     assert exit_.keep == 2 and exit_.learned_prior
     assert [type(s).__name__ for s in exit_.steps] == (
-        ["SqueezeStep"] + ["ActNormStep", "Conv1x1Step", "CouplingStep"] * 4)
+        ["SqueezeStep"] + ["ActNormStep", "Conv1x1Step", "CouplingStep"] * 8)
     couplings = [s for s in tn.steps.walk(model.steps) if isinstance(s, tn.CouplingStep)]
     assert all(c.coupling == "affine" and c.hidden_channels == (64, 64) for c in couplings)
     # per step at 14x14x4: ActNorm 2*4, 1x1 conv 2*16 + 4, network 3x3 2->64, 1x1 64->64,
@@ -114,7 +114,7 @@ def test_glow_mnist_preset_is_the_documented_multiscale_flow():
     prior = 2 * 9 * 4 + 4 + 2
     scale_1 = 16 + 136 + (4 * 9 * 64 + 64) + (64 * 64 + 64) + (64 * 9 * 8 + 8) + 4
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    assert trainable == 4 * scale_0 + prior + 4 * scale_1 == 76198
+    assert trainable == 8 * scale_0 + prior + 8 * scale_1 == 152318
     config = preset.optimizer.get_config()
     assert config["learning_rate"] == pytest.approx(2e-3) and config["use_ema"]
     images = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28)).astype(np.uint8)

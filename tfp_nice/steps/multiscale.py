@@ -37,8 +37,8 @@ def multiscale_steps(event_shape: Sequence[int], num_scales: int = 2, steps_per_
     prior for them with `learned_prior`) and holds the next scales' steps. The
     latent is flat, `(h w c,)`.
 
-    `num_scales=2, steps_per_scale=4, hidden_channels=(64, 64)` on 28x28x1
-    images is `presets.glow_mnist()`'s (76k weights).
+    `num_scales=2, steps_per_scale=8, hidden_channels=(64, 64)` on 28x28x1
+    images is `presets.glow_mnist()`'s (152k weights).
 
     Args:
       event_shape: `(h, w, c)`; `h` and `w` multiples of `2 ** num_scales`.
