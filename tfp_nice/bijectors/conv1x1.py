@@ -45,8 +45,11 @@ class InvertibleConv1x1(tfb.Bijector):
         """Builds the bijector.
 
         Args:
-          lower, upper: `(c, c)`; only their strict lower and upper parts are used.
-          log_diag, sign: `(c,)`, the log of the diagonal's magnitude and its sign.
+          lower: `(c, c)`; only its strict lower part is used (the unit diagonal is
+            implied).
+          upper: `(c, c)`; only its strict upper part is used.
+          log_diag: `(c,)`, the log of the magnitude of the upper factor's diagonal.
+          sign: `(c,)`, the signs of that diagonal.
           permutation: `(c,)` ints, a permutation of `range(c)`.
           validate_args: kept for TFP's interface.
           name: name of the bijector.
