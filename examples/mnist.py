@@ -1,7 +1,8 @@
-"""MNIST with the library's recipe or NICE's model (Dinh et al. 2014, section 5.1).
+"""MNIST with the library's recipes or NICE's model (Dinh et al. 2014, section 5.1).
 
     python examples/mnist.py --images PATH [--labels PATH]  # IDX (.gz or raw) or .npz
     python examples/mnist.py --download DIR                 # the 60,000 training images
+    python examples/mnist.py --preset glow_mnist            # the multi-scale convolutional flow
     python examples/mnist.py --preset nice_mnist            # NICE's own model and optimiser
     TFP_NICE_QUICK=1 python examples/mnist.py               # a smoke run on synthetic data
 
@@ -12,6 +13,12 @@ rescaling, and Adam with a moving average of the weights (the held-out figures
 below are the averaged weights', what `fit` leaves in the model). See its
 docstring and benchmarks/README.md (section 7) for what it reaches in 1, 3, 10
 and 30 minutes.
+
+With `--preset glow_mnist`, they are `tfp_nice.presets.glow_mnist()`: the
+logit preprocessing, then two scales of 8 Glow steps (per-channel ActNorm,
+invertible 1x1 convolution, affine channel coupling with a 3x3 -> 1x1 -> 3x3
+convolutional network of 64 channels) over the images kept in their shape,
+with a factor-out and Glow's learned prior between the scales; batches of 64.
 
 With `--preset nice_mnist`, they are `tfp_nice.presets.nice_mnist()`: 4 additive
 couplings with odd/even partitions, coupling networks of 5 hidden ReLU layers of
@@ -50,7 +57,8 @@ import tfp_nice as tn  # noqa: E402
 from tfp_nice.data import MNIST_LEVELS, download_mnist, load_mnist  # noqa: E402
 from tfp_nice.data import train_test_split  # noqa: E402
 
-PRESETS = ("affine_mnist", "nice_mnist")
+PRESETS = ("affine_mnist", "glow_mnist", "nice_mnist")
+BATCH_SIZES = {"glow_mnist": 64}  # the recipes' batch sizes (256 for the others)
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
@@ -95,17 +103,24 @@ def main(argv=None):
     parser.add_argument("--patience", type=int, default=10,
                         help="epochs without a better validation figure before stopping "
                              "(0: train all --epochs)")
-    parser.add_argument("--batch-size", type=int, default=64 if quick else 256)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: 64 for glow_mnist (and smoke runs), else 256")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="affine_mnist", choices=PRESETS,
-                        help="affine_mnist (the library's recipe, default) or nice_mnist "
-                             "(NICE's model and optimiser)")
+                        help="affine_mnist (the library's dense recipe, default), glow_mnist "
+                             "(the multi-scale convolutional flow) or nice_mnist (NICE's "
+                             "model and optimiser)")
+    parser.add_argument("--samples", default=None, metavar="PNG",
+                        help="after training, write a grid of samples at temperatures 0.7 "
+                             "(top two rows) and 1.0 (bottom two rows) here")
     parser.add_argument("--rescaling-init", default=None, choices=["data", "zeros"],
                         help="nice_mnist only (default: data)")
     parser.add_argument("--adam-beta-2", type=float, default=None,
                         help="nice_mnist only: Keras beta_2 (default 0.99, the paper's "
                              "'beta2 = 0.01' read as 1 - 0.01)")
     args = parser.parse_args(argv)
+    if args.batch_size is None:
+        args.batch_size = 64 if quick else BATCH_SIZES.get(args.preset, 256)
     if args.patience < 0:
         parser.error(f"--patience must be >= 0, got {args.patience}")
     if args.patience and not 0 < args.validation < 1:
@@ -142,7 +157,8 @@ def main(argv=None):
                                              seed=args.seed)
         stop = tn.AveragedEarlyStopping(preset.preprocess(validation, seed=args.seed + 2),
                                         args.patience)
-    batches = tn.dequantized_batches(train.reshape(len(train), -1), MNIST_LEVELS,
+    shape = preset.model.event_shape  # (784,) for the dense models, (28, 28, 1) for glow
+    batches = tn.dequantized_batches(train.reshape((len(train),) + shape), MNIST_LEVELS,
                                      args.batch_size, seed=args.seed)
     held = preset.preprocess(held, seed=args.seed + 1)
     options = "".join(f", {k}={v}" for k, v in paper_options.items())
@@ -161,6 +177,14 @@ def main(argv=None):
               f"{'yes' if stop.stopped_epoch else 'no, out of epochs'}); ", end="")
     print(f"the model fit left: held-out log-likelihood {-r['nll']:.2f} nats, "
           f"{r['bits_per_dim']:.4f} bits/dim")
+    if args.samples:
+        from tfp_nice.cli.plots import image_grid
+
+        samples = [preset.model.sample(16, temperature=t, seed=args.seed).numpy()
+                   for t in (0.7, 1.0)]
+        image_grid(np.concatenate(samples), (28, 28), args.samples,
+                   title=f"{args.preset}: temperature 0.7 (top), 1.0 (bottom)")
+        print(f"wrote {args.samples}")
 
 
 if __name__ == "__main__":
