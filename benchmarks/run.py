@@ -1,8 +1,9 @@
-"""Benchmarks: tfp_nice against TFP's RealNVP chain, nflows and a bare-MLP compute limit.
+"""Benchmarks: tfp_nice against TFP's RealNVP chain and Glow, nflows, normflows' Glow and a
+bare-MLP compute limit.
 
     python benchmarks/run.py [--quick] [--json PATH] [--sections 1,3,...] [--baseline DIR]
 
-Seven sections (see benchmarks/README.md). Each comparison runs in a fresh worker
+Eight sections (see benchmarks/README.md). Each comparison runs in a fresh worker
 process of this same invocation (so an earlier section's graphs, threads and
 allocations cannot slow a later one); inside a worker the contenders alternate
 round by round after a warm-up, and the table gives the median of the rounds and
@@ -30,7 +31,9 @@ QUALITY_ARMS = {
     "paper: nice_mnist(rescaling_init='zeros')": ("nice_mnist", {"rescaling_init": "zeros"}),
     "nice_mnist()": ("nice_mnist", {}),
     "affine_mnist()": ("affine_mnist", {}),
+    "glow_mnist()": ("glow_mnist", {}),
 }
+QUALITY_BATCH = {"glow_mnist()": 64}  # each recipe's batch size; 256 for the others
 TARGETS = {
     "fit / RealNVP chain": (">=", 1.05),
     "fit / bare MLPs": (">=", 0.95),
@@ -230,7 +233,7 @@ def task_memory(kind, d, hidden, batch, steps):
     return {"peak_rss_mb": peak, "rss_before_model_mb": before}
 
 
-def task_quality(arm, budget_s, batch, quick, patience=10):
+def task_quality(arm, budget_s, batch, quick, patience=10, preset_kwargs=None, save=None):
     """Section 7: held-out log-likelihood after each epoch of one arm, for `budget_s` s.
 
     The issue's protocol: the seed-0 split of the MNIST test set (8,000 to train, 2,000
@@ -241,7 +244,8 @@ def task_quality(arm, budget_s, batch, quick, patience=10):
     validation figure and leaves the best weights in. One `fit` call runs until it
     stops or the seconds of training (evaluation not counted) pass the budget. The
     held-out figure after each epoch is the model's as `fit` would leave it then (an
-    EMA recipe: its averaged weights); `final` is the model's as `fit` left it.
+    EMA recipe: its averaged weights); `final` is the model's as `fit` left it, saved
+    to `save` (a `.keras` path) when given.
     """
     import keras
     import numpy as np
@@ -258,8 +262,9 @@ def task_quality(arm, budget_s, batch, quick, patience=10):
         images = images[:1000]
     keras.utils.set_random_seed(0)
     name, kwargs = QUALITY_ARMS[arm]
-    preset = getattr(tn.presets, name)(seed=0, **kwargs)
+    preset = getattr(tn.presets, name)(seed=0, **{**kwargs, **(preset_kwargs or {})})
     train, held = train_test_split(images, test_fraction=0.2, seed=0)
+    train = train.reshape((len(train),) + preset.model.event_shape)  # flat, or images
     held = tf.constant(preset.preprocess(held, seed=1))
     train, validation = train_test_split(train, test_fraction=0.125, seed=0)
     stop = tn.AveragedEarlyStopping(preset.preprocess(validation, seed=2), patience)
@@ -291,13 +296,41 @@ def task_quality(arm, budget_s, batch, quick, patience=10):
              "nats": round(float(mean_log_prob()), 2),
              "stopped_early": stop.stopped_epoch > 0,
              "best_validation_epoch": None if stop.best_epoch is None else stop.best_epoch + 1}
+    if save:
+        model.save(save)
     return {"curve": curve, "final": final, "train_images": len(train),
             "validation_images": len(validation), "held_out_images": len(held),
             "patience": patience}
 
 
+def task_image(steps_per_scale, batch, steps, rounds):
+    """Section 8: training samples/s of the multi-scale image flows, and the conv rate."""
+    import tensorflow as tf
+
+    import image_contenders as c
+
+    x = c.image_batches(batch, steps)
+    batches = [tf.constant(x[i * batch:(i + 1) * batch]) for i in range(steps)]
+    runs = {"tn.Flow.fit": c.tfp_nice_fit(x, steps_per_scale, batch),
+            "tn.Flow, raw step": c.tfp_nice_raw(batches, steps_per_scale),
+            "TFP tfb.Glow, raw step": c.tfp_glow(batches, steps_per_scale)}
+    skipped = {}
+    why = c.normflows_available()
+    if why is None:
+        runs["normflows Glow (PyTorch)"] = c.normflows_glow([b.numpy() for b in batches],
+                                                             steps_per_scale)
+    else:
+        skipped["normflows Glow (PyTorch)"] = why
+    for run in runs.values():  # one more warm-up round
+        run()
+    seconds = alternate(runs, rounds)
+    return {"samples_per_s": {k: batch * steps / t for k, t in seconds.items()},
+            "skipped": skipped, "conv_gflops": c.conv_gflops(rounds),
+            "steps_per_scale": steps_per_scale, "batch": batch}
+
+
 TASKS = {"train": task_train, "serve": task_serve, "small": task_small,
-         "memory": task_memory, "quality": task_quality}
+         "memory": task_memory, "quality": task_quality, "image": task_image}
 
 
 def worker(spec):
@@ -569,7 +602,8 @@ def quality_figure(out, budget_s, path):
 
 
 def section_quality(cfg, results, report):
-    out = {arm: run_worker(task="quality", arm=arm, budget_s=cfg["quality_budget"], batch=256,
+    out = {arm: run_worker(task="quality", arm=arm, budget_s=cfg["quality_budget"],
+                           batch=QUALITY_BATCH.get(arm, 256),
                            quick=cfg["quick"], patience=cfg["quality_patience"])
            for arm in QUALITY_ARMS}
     results["time_to_quality"] = out
@@ -583,9 +617,9 @@ def section_quality(cfg, results, report):
         f"fixed seconds of training (evaluation not counted), MNIST test split from "
         f"../shared ({first['train_images']} images to train, {first['held_out_images']} held "
         f"out, seed 0; {first['validation_images']} of the training images are a validation "
-        f"slice, not trained on), fresh dequantization noise every epoch, batch 256; every "
-        f"arm stops {first['patience']} epochs after its best validation figure "
-        f"(`tn.AveragedEarlyStopping`, the best weights left in) or at the budget\n")
+        f"slice, not trained on), fresh dequantization noise every epoch, batch 256 "
+        f"(glow_mnist: 64); every arm stops {first['patience']} epochs after its best validation "
+        f"figure (`tn.AveragedEarlyStopping`, the best weights left in) or at the budget\n")
     rows = []
     for arm, r in out.items():
         curve, final = r["curve"], r["final"]
@@ -617,8 +651,24 @@ def section_quality(cfg, results, report):
         report.append("\n![time to quality](time-to-quality.png)")
 
 
+def section_image(cfg, results, report):
+    r = run_worker(task="image", steps_per_scale=cfg["image_steps_per_scale"], batch=64,
+                   steps=cfg["image_steps"], rounds=cfg["rounds"])
+    results["image_flows"] = r
+    s = r["samples_per_s"]
+    ours = s["tn.Flow.fit"]
+    report.append(f"### 8. Multi-scale image flows: training samples/s, 28x28x1, 2 scales of "
+                  f"{r['steps_per_scale']} Glow steps, 64-channel 3x3 -> 1x1 -> 3x3 networks, "
+                  f"batch {r['batch']} (median of the rounds; this machine's 3x3 convolution, "
+                  f"64 -> 64 channels at 14x14: {r['conv_gflops']:.1f} GFLOP/s)\n")
+    rows = [(k, f"{v:.0f}", f"{ours / v:.2f}") for k, v in s.items()]
+    report.append(table(("contender", "samples/s", "tn.Flow.fit / it"), rows))
+    for name, why in r["skipped"].items():
+        report.append(f"\n* {name}: skipped, {why}")
+
+
 SECTIONS = {1: section_training, 3: section_serving, 4: section_small, 5: section_memory,
-            6: section_scaling, 7: section_quality}
+            6: section_scaling, 7: section_quality, 8: section_image}
 
 
 def main(argv=None):
@@ -626,7 +676,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few rounds: checks that everything runs")
     parser.add_argument("--json", default=None, help="write every number here")
-    parser.add_argument("--sections", default="1,3,4,5,6,7",
+    parser.add_argument("--sections", default="1,3,4,5,6,7,8",
                         help="comma-separated section numbers (2 comes with 1)")
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="a checkout of older code (git worktree add DIR REV): sections 1 "
@@ -641,18 +691,18 @@ def main(argv=None):
         parser.error(f"--sections takes comma-separated numbers, got {args.sections!r}")
     unknown = [s for s in wanted if s not in SECTIONS and s != 2]
     if unknown:
-        parser.error(f"no section {unknown}; sections are 1-7 (2 comes with 1)")
+        parser.error(f"no section {unknown}; sections are 1-8 (2 comes with 1)")
     if args.quick:
         cfg = {"d": 64, "hidden": [64, 64], "steps": 3, "rounds": 2, "spe": [1, 8],
                "scaling": [(16, 64), (64, 256)], "scaling_rounds": 2, "serve_batches": [1, 32],
                "quality_budget": 2, "quality_budgets": [1, 2], "quality_patience": 2,
-               "quick": True}
+               "image_steps_per_scale": 1, "image_steps": 2, "quick": True}
     else:
         cfg = {"d": 784, "hidden": list(PAPER_HIDDEN), "steps": 20, "rounds": 7,
                "spe": [1, 16, 64], "scaling_rounds": 5, "serve_batches": [1, 32, 1024],
                "scaling": [(64, 256), (784, 256), (3072, 256), (784, 64), (784, 1024)],
                "quality_budget": 1800, "quality_budgets": [60, 180, 600, 1800],
-               "quality_patience": 10,
+               "quality_patience": 10, "image_steps_per_scale": 4, "image_steps": 10,
                "quick": False, "figure": True}
     if args.baseline:
         baseline = pathlib.Path(args.baseline).resolve()
