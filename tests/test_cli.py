@@ -628,21 +628,17 @@ def test_multiscale_refuses_what_it_cannot_build(capsys, existing_out, flags, me
     assert_untouched(existing_out)
 
 
-def test_multiscale_options_are_refused_for_nice(capsys, existing_out):
-    status = main(["train", "--data", "digits", "--steps-per-scale", "2", "--epochs", "1",
-                   "--out", str(existing_out), "--overwrite"])
-    assert status == 2
-    assert ("--flow nice does not take --steps-per-scale (options of --flow multiscale)."
-            in capsys.readouterr().err)
-    assert_untouched(existing_out)
-
-
-def test_multiscale_refuses_vectors(capsys, existing_out):
-    status = main(["train", "--data", "moons", "--flow", "multiscale", "--epochs", "1",
-                   "--out", str(existing_out), "--overwrite"])
-    assert status == 2
-    assert ("--flow multiscale needs images, (n, h, w) or (n, h, w, c) data; moons holds "
-            "vectors of 2 entries.") in capsys.readouterr().err
+@pytest.mark.parametrize("argv,message", [
+    (["--data", "digits", "--steps-per-scale", "2"],
+     "--flow nice does not take --steps-per-scale (options of --flow multiscale)."),
+    (["--data", "moons", "--flow", "multiscale"],
+     "--flow multiscale needs images, (n, h, w) or (n, h, w, c) data; moons holds vectors of "
+     "2 entries."),
+])
+def test_train_refuses_data_or_options_its_flow_cannot_take(capsys, existing_out, argv,
+                                                            message):
+    status = main(["train", *argv, "--epochs", "1", "--out", str(existing_out), "--overwrite"])
+    assert status == 2 and message in capsys.readouterr().err
     assert_untouched(existing_out)
 
 
