@@ -61,11 +61,12 @@ def _steps(steps_per_scale):
                                learned_prior=True, logit_alpha=None, seed=0)
 
 
-def tfp_nice_fit(x, steps_per_scale, batch):
-    """`tn.Flow(tn.multiscale_steps(...))` trained by `model.fit`, one epoch per call."""
+def tfp_nice_fit(x, steps_per_scale, batch, jit_compile=False):
+    """`tn.Flow(tn.multiscale_steps(...))` trained by `model.fit`, one epoch per call;
+    `jit_compile=True` is Keras' `compile(jit_compile=True)`: the step compiled by XLA."""
     keras.utils.set_random_seed(0)
     model = tn.Flow(_steps(steps_per_scale), prior="normal")
-    model.compile(keras.optimizers.Adam(1e-3))
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
     model.fit(x[:batch * 2], epochs=1, batch_size=batch, verbose=0)  # warm-up, data start
 
     def run():

@@ -233,7 +233,8 @@ def task_memory(kind, d, hidden, batch, steps):
     return {"peak_rss_mb": peak, "rss_before_model_mb": before}
 
 
-def task_quality(arm, budget_s, batch, quick, patience=10, preset_kwargs=None, save=None):
+def task_quality(arm, budget_s, batch, quick, patience=10, preset_kwargs=None, save=None,
+                 jit_compile=False):
     """Section 7: held-out log-likelihood after each epoch of one arm, for `budget_s` s.
 
     The issue's protocol: the seed-0 split of the MNIST test set (8,000 to train, 2,000
@@ -245,7 +246,7 @@ def task_quality(arm, budget_s, batch, quick, patience=10, preset_kwargs=None, s
     stops or the seconds of training (evaluation not counted) pass the budget. The
     held-out figure after each epoch is the model's as `fit` would leave it then (an
     EMA recipe: its averaged weights); `final` is the model's as `fit` left it, saved
-    to `save` (a `.keras` path) when given.
+    to `save` (a `.keras` path) when given. `jit_compile` is Keras' (XLA).
     """
     import keras
     import numpy as np
@@ -269,7 +270,7 @@ def task_quality(arm, budget_s, batch, quick, patience=10, preset_kwargs=None, s
     train, validation = train_test_split(train, test_fraction=0.125, seed=0)
     stop = tn.AveragedEarlyStopping(preset.preprocess(validation, seed=2), patience)
     model = preset.model
-    model.compile(preset.optimizer)
+    model.compile(preset.optimizer, jit_compile=jit_compile)
     mean_log_prob = tf.function(lambda: tf.reduce_mean(model.log_prob(held)))
     curve = []
 
@@ -312,6 +313,7 @@ def task_image(steps_per_scale, batch, steps, rounds):
     x = c.image_batches(batch, steps)
     batches = [tf.constant(x[i * batch:(i + 1) * batch]) for i in range(steps)]
     runs = {"tn.Flow.fit": c.tfp_nice_fit(x, steps_per_scale, batch),
+            "tn.Flow.fit, jit_compile=True": c.tfp_nice_fit(x, steps_per_scale, batch, True),
             "tn.Flow, raw step": c.tfp_nice_raw(batches, steps_per_scale),
             "TFP tfb.Glow, raw step": c.tfp_glow(batches, steps_per_scale)}
     skipped = {}
@@ -329,8 +331,16 @@ def task_image(steps_per_scale, batch, steps, rounds):
             "steps_per_scale": steps_per_scale, "batch": batch}
 
 
+def task_image_conv(rounds=7):
+    """The machine's 3x3 convolution rate alone (`image_contenders.conv_gflops`)."""
+    import image_contenders as c
+
+    return {"conv_gflops": c.conv_gflops(rounds)}
+
+
 TASKS = {"train": task_train, "serve": task_serve, "small": task_small,
-         "memory": task_memory, "quality": task_quality, "image": task_image}
+         "memory": task_memory, "quality": task_quality, "image": task_image,
+         "image_conv": task_image_conv}
 
 
 def worker(spec):
@@ -661,8 +671,10 @@ def section_image(cfg, results, report):
                   f"{r['steps_per_scale']} Glow steps, 64-channel 3x3 -> 1x1 -> 3x3 networks, "
                   f"batch {r['batch']} (median of the rounds; this machine's 3x3 convolution, "
                   f"64 -> 64 channels at 14x14: {r['conv_gflops']:.1f} GFLOP/s)\n")
-    rows = [(k, f"{v:.0f}", f"{ours / v:.2f}") for k, v in s.items()]
-    report.append(table(("contender", "samples/s", "tn.Flow.fit / it"), rows))
+    xla = s["tn.Flow.fit, jit_compile=True"]
+    rows = [(k, f"{v:.0f}", f"{ours / v:.2f}", f"{xla / v:.2f}") for k, v in s.items()]
+    report.append(table(("contender", "samples/s", "tn.Flow.fit / it",
+                         "tn.Flow.fit with jit_compile=True / it"), rows))
     for name, why in r["skipped"].items():
         report.append(f"\n* {name}: skipped, {why}")
 

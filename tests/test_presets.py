@@ -121,3 +121,25 @@ def test_glow_mnist_preset_is_the_documented_multiscale_flow():
     x = preset.preprocess(images, seed=0)
     assert x.shape == (3, 28, 28, 1)
     np.testing.assert_array_equal(np.floor(x[..., 0] * 256), images)
+
+
+def test_glow_mnist_warm_up_rises_linearly_then_holds_and_survives_serialization():
+    import keras
+
+    preset = tn.presets.glow_mnist(steps_per_scale=1, warmup_steps=100, use_ema=False)
+    optimizer = preset.optimizer
+    assert not optimizer.get_config()["use_ema"]
+    schedule = optimizer._learning_rate
+    rates = [float(schedule(step)) for step in (0, 25, 50, 100, 101, 10_000)]
+    np.testing.assert_allclose(rates, [0.0, 5e-4, 1e-3, 2e-3, 2e-3, 2e-3], rtol=1e-6, atol=1e-9)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert float(again._learning_rate(50)) == pytest.approx(1e-3)
+    # without warm-up the rate is the plain float, from the first batch
+    plain = tn.presets.glow_mnist(steps_per_scale=1).optimizer
+    assert plain.get_config()["learning_rate"] == pytest.approx(2e-3)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])
+def test_glow_mnist_refuses_a_warm_up_that_is_not_a_whole_number(bad):
+    with pytest.raises((ValueError, TypeError), match="warmup_steps"):
+        tn.presets.glow_mnist(steps_per_scale=1, warmup_steps=bad)

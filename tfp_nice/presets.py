@@ -94,7 +94,8 @@ def affine_mnist(seed=0):
     return Preset(model, optimizer, _mnist_preprocess)
 
 
-def glow_mnist(seed=0, steps_per_scale=8, hidden_channels=64, learning_rate=2e-3):
+def glow_mnist(seed=0, steps_per_scale=8, hidden_channels=64, learning_rate=2e-3,
+               warmup_steps=0, use_ema=True):
     """A multi-scale convolutional flow for 28x28 images (RealNVP's layout, Glow's steps).
 
     * Model (`tfp_nice.multiscale_steps`): RealNVP's logit preprocessing
@@ -107,7 +108,10 @@ def glow_mnist(seed=0, steps_per_scale=8, hidden_channels=64, learning_rate=2e-3
       over the 784 latents. 152k trainable weights with the defaults (76k
       with `steps_per_scale=4`).
     * Optimiser: `Adam(learning_rate)` with an exponential moving average of
-      the weights (`use_ema=True`, `ema_momentum=0.99`), like `affine_mnist()`.
+      the weights (`use_ema=True`, `ema_momentum=0.99`), like `affine_mnist()`;
+      with `warmup_steps`, the learning rate rises linearly from 0 to
+      `learning_rate` over that many batches (Keras' `CosineDecay` with
+      `alpha=1`: no decay after).
     * Data: `preprocess(images, seed)` shapes uint8 images as `(N, 28, 28, 1)`
       and dequantizes them once as `(x + u) / 256`; for fresh noise every
       epoch, train on `tfp_nice.dequantized_batches(images.reshape(-1, 28, 28,
@@ -128,17 +132,27 @@ def glow_mnist(seed=0, steps_per_scale=8, hidden_channels=64, learning_rate=2e-3
       steps_per_scale: Glow steps per scale.
       hidden_channels: width of the coupling networks.
       learning_rate: Adam's learning rate.
+      warmup_steps: batches of linear learning-rate warm-up (0: none).
+      use_ema: average the weights (Keras' `use_ema`); `fit` leaves the
+        averages in the model.
 
     Returns:
       `Preset(model, optimizer, preprocess)`; compile with
       `preset.model.compile(preset.optimizer)`.
     """
+    if isinstance(warmup_steps, bool) or int(warmup_steps) != warmup_steps or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be a whole number >= 0, got {warmup_steps!r}")
     steps = multiscale_steps((28, 28, 1), num_scales=2, steps_per_scale=steps_per_scale,
                              hidden_channels=(hidden_channels, hidden_channels),
                              coupling="affine", learned_prior=True, logit_alpha=0.05,
                              seed=seed)
     model = Flow(steps, prior="normal", num_levels=MNIST_LEVELS, seed=seed, name="glow_mnist")
-    optimizer = keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=0.99)
+    rate = learning_rate
+    if warmup_steps:
+        rate = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=1, alpha=1.0, warmup_target=learning_rate,
+            warmup_steps=int(warmup_steps))
+    optimizer = keras.optimizers.Adam(rate, use_ema=bool(use_ema), ema_momentum=0.99)
     return Preset(model, optimizer, _image_preprocess)
 
 
