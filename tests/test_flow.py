@@ -329,7 +329,8 @@ def test_flow_config_holds_its_steps_and_no_flags(tmp_path):
         tn.RescalingStep((6,), init="zeros")], prior="logistic", num_levels=17)
     config = model.get_config()
     assert sorted(set(config) - {"name", "trainable", "dtype"}) == [
-        "num_levels", "prior", "seed", "steps"]
+        "context_shape", "num_levels", "prior", "seed", "steps"]
+    assert config["context_shape"] is None
     assert [s["class_name"] for s in config["steps"]] == ["CouplingStep", "RescalingStep"]
     for w in model.trainable_weights:
         w.assign(np.random.default_rng(0).normal(size=w.shape))

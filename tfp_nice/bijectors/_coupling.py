@@ -17,12 +17,13 @@ class MaskedCoupling(tfp.bijectors.Bijector):
     `CouplingBlock` can run several couplings on parts split once.
     """
 
-    def __init__(self, fn, fn_name, mask, validate_args, parameters, name):
+    def __init__(self, fn, fn_name, mask, validate_args, parameters, name, context=None):
         if not callable(fn):
             raise TypeError(f"{fn_name} must be a callable or a Keras layer, got "
                             f"{type(fn).__name__}.")
         with tf.name_scope(name) as name:
             self._fn = fn
+            self._context = None if context is None else tf.convert_to_tensor(context)
             self._partition = MaskPartition(mask)
             # A Keras network is built for the part it will see, so that its
             # weights exist now and TFP's variable tracking can list them.
@@ -42,6 +43,11 @@ class MaskedCoupling(tfp.bijectors.Bijector):
     def mask(self):
         """The mask as a numpy boolean array (`True` = conditioning part)."""
         return self._partition.mask.copy()
+
+    @property
+    def context(self):
+        """The context the network is given with part A (`fn(x_a, context=c)`), or `None`."""
+        return self._context
 
     @property
     def part_shapes(self):
@@ -71,7 +77,10 @@ class MaskedCoupling(tfp.bijectors.Bijector):
     def _call_network(self, t_a, like):
         """The network on part A; a network under a mixed-precision Keras policy (it
         computes in half precision) hands its outputs back in `like`'s dtype."""
-        out = self._fn(t_a)
+        if self._context is None:
+            out = self._fn(t_a)
+        else:
+            out = self._fn(t_a, context=self._context)
         policy = getattr(self._fn, "dtype_policy", None)
         if policy is not None and policy.compute_dtype != policy.variable_dtype:
             out = tf.nest.map_structure(lambda o: tf.cast(o, like.dtype), out)

@@ -56,7 +56,8 @@ class AdditiveCoupling(MaskedCoupling):
         array([0.], dtype=float32)
     """
 
-    def __init__(self, shift_fn, mask, validate_args=False, name="additive_coupling"):
+    def __init__(self, shift_fn, mask, validate_args=False, name="additive_coupling",
+                 context=None):
         """Builds the bijector.
 
         Args:
@@ -67,6 +68,10 @@ class AdditiveCoupling(MaskedCoupling):
           validate_args: kept for TFP's interface; there are no run-time checks
             beyond the static ones.
           name: name of the bijector.
+          context: `None`, or a tensor `[N, ...]` (one row per example) the
+            network is also given, as `shift_fn(x_a, context=context)`: a
+            coupling conditioned on it (`p(x | context)`). The bijector is
+            bound to these rows; its inputs must have the same `N`.
 
         Raises:
           TypeError: if `shift_fn` is not callable.
@@ -74,7 +79,7 @@ class AdditiveCoupling(MaskedCoupling):
             side empty.
         """
         parameters = dict(locals())
-        super().__init__(shift_fn, "shift_fn", mask, validate_args, parameters, name)
+        super().__init__(shift_fn, "shift_fn", mask, validate_args, parameters, name, context)
 
     constant_log_det = True
 

@@ -53,7 +53,7 @@ class AffineCoupling(LogDetWithResult, MaskedCoupling):
     """
 
     def __init__(self, shift_and_log_scale_fn, mask, log_scale_bound=None,
-                 validate_args=False, name="affine_coupling"):
+                 validate_args=False, name="affine_coupling", context=None):
         """Builds the bijector.
 
         Args:
@@ -63,6 +63,9 @@ class AffineCoupling(LogDetWithResult, MaskedCoupling):
           log_scale_bound: `None`, or a float > 0 bounding `|s|` softly.
           validate_args: if `True`, calls assert that `s` is finite.
           name: name of the bijector.
+          context: `None`, or a tensor `[N, ...]` the network is also given,
+            as `shift_and_log_scale_fn(x_a, context=context)` (see
+            `AdditiveCoupling`).
 
         Raises:
           TypeError: if `shift_and_log_scale_fn` is not callable.
@@ -73,7 +76,7 @@ class AffineCoupling(LogDetWithResult, MaskedCoupling):
             raise ValueError(f"log_scale_bound must be > 0, got {log_scale_bound!r}.")
         self._bound = None if log_scale_bound is None else float(log_scale_bound)
         super().__init__(shift_and_log_scale_fn, "shift_and_log_scale_fn", mask,
-                         validate_args, parameters, name)
+                         validate_args, parameters, name, context)
 
     @property
     def shift_and_log_scale_fn(self):

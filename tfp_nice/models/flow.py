@@ -23,6 +23,12 @@ from tfp_nice.models.training import (
     start_sample,
 )
 from tfp_nice.steps import FlowStep, check_chain
+from tfp_nice.steps.base import (
+    adapt_given,
+    bijector_given,
+    check_context_shape,
+    context_shape_of,
+)
 
 tfd = tfp.distributions
 
@@ -70,6 +76,21 @@ class Flow(keras.Model):
     `bits_per_dim` (with the dequantization constant `D log num_levels` when
     `num_levels` is set, see `tfp_nice.data.bits_per_dim`).
 
+    Conditional flows, `p(x | context)`: with `context_shape`, every method
+    that maps or scores data takes `context=`, rows of shape
+    `(N, *context_shape)`, one per example (`log_prob(x, context=c)`,
+    `encode`, `decode`, `inpaint`; `sample(n, context=c)` draws `n` per row).
+    The steps that take it were built with the same `context_shape`
+    (`CouplingStep(..., context_shape=...)`, `multiscale_steps(...,
+    context_shape=...)`); their networks see it beside their part.
+    `conditional_distribution(c)` is the `tfd.TransformedDistribution` of `x`
+    given those rows, a plain TFP distribution whose `log_prob(x)` scores row
+    `i` of `x` given row `i` of `c` (no `bijector_kwargs` needed).
+    `fit` takes the pairs the Keras way: `fit(x, c)`, `fit(x=(x, c))`,
+    `fit({"x": x, "context": c})`, or a `tf.data.Dataset` of `(x, c)` batches
+    (`evaluate` and `AveragedEarlyStopping((x_val, c_val), ...)` likewise);
+    the data-dependent start sees the context of its rows.
+
     Examples:
         A flow over 2-D points from a hand-written list of steps (one
         coupling with a network of the user's), trained, sampled and exported:
@@ -95,7 +116,8 @@ class Flow(keras.Model):
     """
 
     def __init__(self, steps: Sequence[FlowStep], prior: str | tfd.Distribution = "normal",
-                 num_levels: int | None = None, seed: int = 0, **kwargs: Any) -> None:
+                 num_levels: int | None = None, seed: int = 0,
+                 context_shape: Sequence[int] | None = None, **kwargs: Any) -> None:
         """Builds the model over its steps.
 
         Args:
@@ -109,12 +131,16 @@ class Flow(keras.Model):
             (e.g. 256 for 8-bit images), used for bits/dim; `None` for
             continuous data.
           seed: int seed of the rows the data-dependent start is computed from.
+          context_shape: `None` (an unconditional flow), or the shape of one
+            context row: a conditional flow, whose conditional steps take
+            contexts of this shape.
           **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
         Raises:
           ValueError: for no steps, steps whose shapes do not chain, repeated
-            step names, steps of another dtype than the model's, or a prior of
-            the wrong shape.
+            step names, steps of another dtype than the model's, a prior of
+            the wrong shape, or a `context_shape` that is not the conditional
+            steps' (given with none of them, or missing with some).
           TypeError: for a step that is not a `FlowStep`.
         """
         # Under a mixed-precision policy only the coupling networks compute in
@@ -141,6 +167,16 @@ class Flow(keras.Model):
             num_levels = check_int(num_levels, "num_levels", minimum=2)
         self.num_levels = num_levels
         self.seed = check_int(seed, "seed", minimum=-2**63)
+        self.context_shape = check_context_shape(context_shape, type(self).__name__)
+        taken = context_shape_of(steps, type(self).__name__)
+        if taken != self.context_shape:
+            if taken is None:
+                raise ValueError(f"{type(self).__name__}: context_shape={self.context_shape} "
+                                 "was given, but no step takes a context; build the steps "
+                                 "with context_shape too.")
+            raise ValueError(f"{type(self).__name__}: the steps are conditional on contexts "
+                             f"of shape {taken}; give context_shape={taken} (got "
+                             f"{self.context_shape}).")
         self.steps = steps
         self.data_initialized = self.add_weight(
             shape=(), initializer="zeros", dtype="int32", trainable=False,
@@ -152,15 +188,84 @@ class Flow(keras.Model):
     # --- the flow -------------------------------------------------------------------------
 
     @property
+    def conditional(self) -> bool:
+        """Whether the flow is conditional (`context_shape` given)."""
+        return self.context_shape is not None
+
+    def _refuse_unbound(self, what, instead):
+        if self.conditional:
+            raise ValueError(f"{type(self).__name__} {self.name!r} is conditional (context_shape="
+                             f"{self.context_shape}): it has no {what} without a context; use "
+                             f"{instead}(context).")
+
+    @property
     def bijector(self) -> tfp.bijectors.Bijector:
         """The generator `g` (latent -> data) over the current weights.
 
         `g.bijector` is `f` (a `tfb.Chain`); each run of consecutive couplings
         over one partition is one `CouplingBlock` in it, which splits its input
-        once for all of them.
+        once for all of them. A conditional flow has none without a context:
+        `conditional_bijector(context)`.
         """
-        return generator(fuse_couplings([step.bijector() for step in self.steps]),
+        self._refuse_unbound("bijector", "conditional_bijector")
+        return self._generator(None)
+
+    def _generator(self, context):
+        return generator(fuse_couplings([bijector_given(step, context) for step in self.steps]),
                          name=self.name)
+
+    def conditional_bijector(self, context) -> tfp.bijectors.Bijector:
+        """A conditional flow's generator `g` bound to context rows `(N, *context_shape)`:
+        its inputs have the same `N` rows, row `i` mapped given context row `i`."""
+        if not self.conditional:
+            raise ValueError(f"{type(self).__name__} {self.name!r} is not conditional (built "
+                             "without context_shape); use .bijector.")
+        return self._generator(self._as_context(context))
+
+    def conditional_distribution(self, context) -> tfd.Distribution:
+        """`tfd.TransformedDistribution(prior, g bound to context)`: `x` given these rows.
+
+        Its `log_prob(x)` takes `x` of `N` rows (row `i` given context row
+        `i`); its `sample(n)` draws `n` latents through all `N` bound rows at
+        once only when `n == N` (one per row): for `n` per row use
+        `Flow.sample(n, context=c)`.
+        """
+        return tfd.TransformedDistribution(self.base_distribution,
+                                           self.conditional_bijector(context),
+                                           name=type(self).__name__)
+
+    def _as_context(self, context, x=None):
+        """`context` as a tensor of the flow's dtype and shape `(N, *context_shape)`, with
+        `N` the rows of `x` when given, or an error naming what is wrong."""
+        name = type(self).__name__
+        if not self.conditional:
+            if context is not None:
+                raise ValueError(f"{name} {self.name!r} is not conditional (built without "
+                                 "context_shape) and takes no context.")
+            return None
+        if context is None:
+            raise ValueError(f"{name} {self.name!r} is conditional (context_shape="
+                             f"{self.context_shape}) and needs context=, one row per "
+                             "example.")
+        c = tf.convert_to_tensor(context)
+        if c.dtype == tf.bool or not (c.dtype.is_floating or c.dtype.is_integer):
+            raise TypeError(f"{name}: the context must be numbers (floating or integer), got "
+                            f"dtype {c.dtype.name}; one-hot encode labels as floats.")
+        if c.shape.rank is not None and (c.shape.rank != 1 + len(self.context_shape) or any(
+                got is not None and got != want
+                for got, want in zip(c.shape[1:], self.context_shape))):
+            raise ValueError(f"{name}: the context must have shape (N, "
+                             f"{', '.join(map(str, self.context_shape))}) (one row per "
+                             f"example); got shape {tuple(c.shape)}.")
+        if x is not None:
+            rows_x = x.shape[0] if x.shape.rank else None
+            if rows_x is not None and c.shape[0] is not None and rows_x != c.shape[0]:
+                raise ValueError(f"{name}: the context has {c.shape[0]} rows for {rows_x} "
+                                 "examples; give one context row per example.")
+        c = tf.cast(c, self.flow_dtype)
+        if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(c))):
+            raise ValueError(f"{name}: the context holds NaN or inf.")
+        return c
 
     @property
     def flow_dtype(self) -> str:
@@ -183,7 +288,9 @@ class Flow(keras.Model):
 
     @property
     def distribution(self) -> tfd.Distribution:
-        """`tfd.TransformedDistribution(prior, g)` over the current weights."""
+        """`tfd.TransformedDistribution(prior, g)` over the current weights (a conditional
+        flow's: `conditional_distribution(context)`)."""
+        self._refuse_unbound("distribution", "conditional_distribution")
         return tfd.TransformedDistribution(self.base_distribution, self.bijector,
                                            name=type(self).__name__)
 
@@ -207,6 +314,7 @@ class Flow(keras.Model):
                 f"{type(self).__name__}.entropy is exact only when every step has a constant "
                 f"log-determinant; that of {', '.join(varying)} depends on the input (affine "
                 "couplings, the logit step). Estimate it as -mean(log_prob(sample(n))).")
+        self._refuse_unbound("single entropy", "conditional_distribution")
         z = tf.zeros((1,) + self.latent_shape, self.flow_dtype)
         log_det = self.bijector.forward_log_det_jacobian(z, event_ndims=len(self.latent_shape))
         return self.base_distribution.entropy() + log_det[0]
@@ -214,20 +322,36 @@ class Flow(keras.Model):
     def _as_input(self, x, what="x"):
         return as_flow_input(x, self.flow_dtype, self.dtype_policy.name, what)
 
-    def log_prob(self, x) -> tf.Tensor:
-        """Log-density of data `x` of shape `batch + event_shape`, in nats."""
-        return self.distribution.log_prob(self._as_input(x))
+    def _bound(self, t, context):
+        """`g` for `t`'s rows: the flow's, or bound to `context` (checked against `t`)."""
+        return self._generator(self._as_context(context, t))
 
-    def encode(self, x) -> tf.Tensor:
+    def log_prob(self, x, context=None) -> tf.Tensor:
+        """Log-density of data `x` of shape `batch + event_shape`, in nats (given
+        `context`, one row per example, for a conditional flow)."""
+        x = self._as_input(x)
+        if not self.conditional and context is None:
+            return self.distribution.log_prob(x)
+        return tfd.TransformedDistribution(self.base_distribution, self._bound(x, context),
+                                           name=type(self).__name__).log_prob(x)
+
+    def encode(self, x, context=None) -> tf.Tensor:
         """`f`: data -> latent, `batch + event_shape` -> `batch + latent_shape`."""
-        return self.bijector.inverse(self._as_input(x))
+        x = self._as_input(x)
+        return self._bound(x, context).inverse(x)
 
-    def decode(self, z) -> tf.Tensor:
+    def decode(self, z, context=None) -> tf.Tensor:
         """`g = f^{-1}`: latent -> data."""
-        return self.bijector.forward(self._as_input(z, "z"))
+        z = self._as_input(z, "z")
+        return self._bound(z, context).forward(z)
 
-    def sample(self, num_samples: int, temperature: float = 1.0, seed=None) -> tf.Tensor:
+    def sample(self, num_samples: int, temperature: float = 1.0, seed=None,
+               context=None) -> tf.Tensor:
         """Draws `num_samples` examples, shape `(num_samples,) + event_shape`.
+
+        A conditional flow draws `num_samples` per context row: with `context`
+        of `N` rows the result has shape `(num_samples, N) + event_shape`
+        (`[:, i]` given row `i`; `sample(1, context=c)[0]` is one per row).
 
         With `temperature = T` the latent is drawn from the prior and
         multiplied by `T` before decoding: the prior's scale becomes `T`
@@ -239,16 +363,24 @@ class Flow(keras.Model):
           num_samples: int >= 0.
           temperature: float > 0.
           seed: `None`, an int, or a stateless seed (a shape-[2] int tensor).
+          context: a conditional flow's context rows, `(N, *context_shape)`.
         """
         num_samples = check_int(num_samples, "num_samples", minimum=0)
         temperature = check_positive_float(temperature, "temperature")
-        z = self.base_distribution.sample(int(num_samples), seed=seed)
-        return self.decode(z * tf.cast(temperature, z.dtype))
+        c = self._as_context(context)
+        if c is None:
+            z = self.base_distribution.sample(int(num_samples), seed=seed)
+            return self.decode(z * tf.cast(temperature, z.dtype))
+        rows = tf.shape(c)[0]
+        z = self.base_distribution.sample(int(num_samples) * rows, seed=seed)
+        repeated = tf.tile(c, tf.concat([[int(num_samples)], tf.ones_like(tf.shape(c)[1:])], 0))
+        x = self._generator(repeated).forward(z * tf.cast(temperature, z.dtype))
+        return tf.reshape(x, tf.concat([[int(num_samples), rows], tf.shape(x)[1:]], 0))
 
     def inpaint(self, x, observed_mask, num_steps: int = 500,
                 step_size: None | str | float | Callable[[int], float] = None,
                 noise: float = 1.0, clip: tuple[float, float] | None = (0.0, 1.0),
-                seed: int | None = None) -> tf.Tensor:
+                seed: int | None = None, context=None) -> tf.Tensor:
         """Fills the unobserved entries of `x` by projected gradient ascent on `log p(x)`.
 
         NICE's inpainting (arXiv 1410.8516, section 5.2): with `H` the missing
@@ -277,6 +409,8 @@ class Flow(keras.Model):
           noise: scale of the Gaussian term (0 for plain gradient ascent).
           clip: `(low, high)` data range, or `None`.
           seed: int seed of the noise.
+          context: a conditional flow's context rows (held fixed): ascent on
+            `log p(x | context)`.
 
         Returns:
           The inpainted data, a tensor of `x`'s shape.
@@ -298,7 +432,8 @@ class Flow(keras.Model):
             True
         """
         return inpainting.inpaint(self, x, observed_mask, num_steps=num_steps,
-                                  step_size=step_size, noise=noise, clip=clip, seed=seed)
+                                  step_size=step_size, noise=noise, clip=clip, seed=seed,
+                                  context=context)
 
     def bits_per_dim(self, nll_nats):
         """Converts a mean NLL in nats to bits/dim with this model's `num_levels`."""
@@ -312,7 +447,7 @@ class Flow(keras.Model):
         wants = any(step.needs_data for step in self.steps)
         return wants and int(keras.ops.convert_to_numpy(self.data_initialized)) == 0
 
-    def initialize_from_data(self, x) -> None:
+    def initialize_from_data(self, x, context=None) -> None:
         """Sets the data-dependent parameters from a batch `x`, in `f`'s order.
 
         A loop of `adapt` over the steps: each step sets its start from its
@@ -322,33 +457,90 @@ class Flow(keras.Model):
         sample of the training data: up to 4096 rows drawn with `seed` from an
         array (less the `validation_split`), so that data sorted by class start
         from all classes; the first 4096 rows of a dataset (shuffle it). The
-        flag is saved with the model, so a reloaded model is not reset.
+        flag is saved with the model, so a reloaded model is not reset. A
+        conditional flow's start takes the context of the same rows.
         """
         h = self._as_input(x)
         if h.shape.rank != len(self.event_shape) + 1 or len(h) < 2:
             raise ValueError("initialize_from_data needs a batch of at least 2 examples of "
                              f"shape {self.event_shape}; got shape {tuple(h.shape)}.")
+        c = self._as_context(context, h)
         for step in self.steps:
-            h = step.adapt(h)
+            h = adapt_given(step, h, c)
         self.data_initialized.assign(1)
 
     # --- Keras ----------------------------------------------------------------------------
 
     def check_training_data(self, x, batch_size=None, validation_split=0.0) -> None:
-        """Raises a clear error for arrays `fit` cannot train on (see `models.training`)."""
+        """Raises a clear error for arrays `fit` cannot train on (see `models.training`);
+        a conditional flow's `x` is a pair `(x, context)` or a dict of the two."""
+        if self.conditional and not isinstance(x, tf.data.Dataset) and x is not None:
+            x, context = self._pair(x, None)
+            check_training_data(self, x, batch_size, validation_split)
+            self._check_context_array(x, context)
+            return
         check_training_data(self, x, batch_size, validation_split)
+
+    def _pair(self, x, y):
+        """`(x, context)` from what `fit` and `evaluate` are given: `(x, c)`, a dict
+        `{"x": ..., "context": ...}`, or `x` with the context as `y`."""
+        if isinstance(x, dict):
+            unknown = set(x) - {"x", "context"}
+            if unknown or "x" not in x:
+                raise ValueError(f"{type(self).__name__}: a dict of data holds 'x' and "
+                                 f"'context'; got keys {sorted(x)}.")
+            return x["x"], x.get("context")
+        if isinstance(x, (tuple, list)) and len(x) == 2 and y is None:
+            return x[0], x[1]
+        return x, y
+
+    def _check_context_array(self, x, context):
+        if context is None:
+            self._as_context(None)  # the error: a context is needed
+        if isinstance(context, tf.data.Dataset):
+            return
+        array = np.asarray(context)
+        if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+            raise TypeError(f"fit needs a numeric context, got dtype {array.dtype}; one-hot "
+                            "encode labels as floats.")
+        if tuple(array.shape[1:]) != tuple(self.context_shape):
+            raise ValueError(f"fit needs context rows of shape {tuple(self.context_shape)}, "
+                             f"got a context of shape {array.shape}.")
+        if len(array) != len(x):
+            raise ValueError(f"fit got {len(x)} examples but {len(array)} context rows; "
+                             "give one context row per example.")
+        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"the context holds NaN or inf in row {int(np.argmin(finite))}.")
 
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """Keras's `fit` after checks of the data and the data-dependent start if due.
 
         Arrays are checked first (`check_training_data`). Training stops with a
         warning naming the epoch if its loss is NaN or inf (add
-        `keras.callbacks.TerminateOnNaN()` to stop at the very batch).
+        `keras.callbacks.TerminateOnNaN()` to stop at the very batch). A
+        conditional flow takes `fit(x, context)`, `fit((x, context))`, a dict
+        `{"x": x, "context": context}` or a dataset of `(x, context)` batches.
         """
-        self.check_training_data(x, batch_size, kwargs.get("validation_split", 0.0))
-        if self.needs_data_init and x is not None:
-            self.initialize_from_data(start_sample(
-                x, seed=self.seed, validation_split=kwargs.get("validation_split", 0.0)))
+        if self.conditional and not isinstance(x, tf.data.Dataset) and x is not None:
+            x, context = self._pair(x, y)
+            self.check_training_data((x, context), batch_size,
+                                     kwargs.get("validation_split", 0.0))
+            if self.needs_data_init:
+                start_x, start_c = start_sample(
+                    (x, context), seed=self.seed,
+                    validation_split=kwargs.get("validation_split", 0.0), pairs=True)
+                self.initialize_from_data(start_x, start_c)
+            x, y = {"x": x, "context": context}, None
+        elif self.conditional and isinstance(x, tf.data.Dataset):
+            if self.needs_data_init:
+                start_x, start_c = start_sample(x, seed=self.seed, pairs=True)
+                self.initialize_from_data(start_x, start_c)
+        else:
+            self.check_training_data(x, batch_size, kwargs.get("validation_split", 0.0))
+            if self.needs_data_init and x is not None:
+                self.initialize_from_data(start_sample(
+                    x, seed=self.seed, validation_split=kwargs.get("validation_split", 0.0)))
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(StopOnNonFiniteLoss())
         if can_stream(self, x, y, args, kwargs):
@@ -373,6 +565,8 @@ class Flow(keras.Model):
                 self.optimizer.build(self.trainable_variables)
 
     def build(self, input_shape):
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["x"]
         shape = tuple(input_shape)[1:]
         if len(shape) != len(self.event_shape) or any(
             s is not None and s != e for s, e in zip(shape, self.event_shape)
@@ -384,9 +578,40 @@ class Flow(keras.Model):
         self.built = True
 
     def call(self, inputs):
+        if isinstance(inputs, dict):
+            x, context = self._pair(inputs, None)
+            return self.log_prob(x, context=context)
         return self.log_prob(inputs)
 
+    def _conditional_data(self, data):
+        # Keras unpacks a batch (x, c) as x and y; a conditional flow's y is its context.
+        if not self.conditional:
+            return data
+        x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
+        if isinstance(x, dict) or y is None:
+            return data
+        return ({"x": x, "context": y}, None, weight)
+
+    def train_step(self, data):
+        return super().train_step(self._conditional_data(data))
+
+    def test_step(self, data):
+        return super().test_step(self._conditional_data(data))
+
+    def predict_step(self, data):
+        return super().predict_step(self._conditional_data(data))
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """Keras's `evaluate`; a conditional flow takes the pairs as `fit` does."""
+        if self.conditional and not isinstance(x, tf.data.Dataset) and x is not None:
+            x, context = self._pair(x, y)
+            self._check_context_array(x, context)
+            x, y = {"x": x, "context": context}, None
+        return super().evaluate(x, y, *args, **kwargs)
+
     def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["x"]
         return tuple(input_shape)[:1]
 
     def compile(self, optimizer="adam", loss=None, **kwargs):
@@ -439,6 +664,11 @@ class Flow(keras.Model):
         """
         if format != "tf_saved_model":
             return super().export(filepath, format=format, verbose=verbose, **kwargs)
+        if self.conditional:
+            raise NotImplementedError(
+                f"{type(self).__name__} {self.name!r} is conditional: its SavedModel "
+                "signatures (log_prob(x, context), ...) are not in this release; save it "
+                "to .keras meanwhile.")
         from tfp_nice.export import export_saved_model  # the layer above; imported on use
 
         meta = export_saved_model(self, filepath, **kwargs)
@@ -457,7 +687,9 @@ class Flow(keras.Model):
         self._check_serializable()
         return {**super().get_config(),
                 "steps": [keras.saving.serialize_keras_object(step) for step in self.steps],
-                "prior": self.prior, "num_levels": self.num_levels, "seed": self.seed}
+                "prior": self.prior, "num_levels": self.num_levels, "seed": self.seed,
+                "context_shape": None if self.context_shape is None else list(
+                    self.context_shape)}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

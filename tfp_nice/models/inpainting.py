@@ -19,10 +19,13 @@ SCHEDULES = {
 
 
 def inpaint(model, x, observed_mask, num_steps=500, step_size=None, noise=1.0,
-            clip=(0.0, 1.0), seed=None):
+            clip=(0.0, 1.0), seed=None, context=None):
     """`NICE.inpaint` for any model with `log_prob` and `_as_input`: see its docstring
-    for the algorithm, the schedules and the arguments."""
+    for the algorithm, the schedules and the arguments; `context` (a conditional flow's)
+    is held fixed."""
     x = model._as_input(x)
+    if context is not None:
+        context = model._as_context(context, x)
     observed = tf.convert_to_tensor(observed_mask)
     if observed.dtype != tf.bool:
         raise TypeError(f"observed_mask must be boolean, got {observed.dtype.name}.")
@@ -47,7 +50,8 @@ def inpaint(model, x, observed_mask, num_steps=500, step_size=None, noise=1.0,
     def step(x, rate):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            total = tf.reduce_sum(model.log_prob(x))
+            total = tf.reduce_sum(model.log_prob(x) if context is None
+                                  else model.log_prob(x, context=context))
         grad = tape.gradient(total, x)
         if noise:
             grad = grad + noise * noise_source.normal(tf.shape(x), dtype=x.dtype)

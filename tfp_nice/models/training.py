@@ -207,7 +207,11 @@ class AveragedEarlyStopping(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         try:
-            check_training_data(self.model, self.x_val)
+            check = getattr(self.model, "check_training_data", None)
+            if check is not None:  # a conditional flow's checks its (x, context) pairs
+                check(self.x_val)
+            else:
+                check_training_data(self.model, self.x_val)
         except (TrainingDataError, TrainingDataTypeError) as error:
             raise type(error)(f"AveragedEarlyStopping's x_val: {error}") from None
         self.best, self.best_epoch, self.stopped_epoch = math.inf, None, 0
@@ -240,8 +244,8 @@ def check_training_data(model, x, batch_size=None, validation_split=0.0):
     to check): not empty, floating (not integer, not half precision),
     examples of the model's event shape, every value finite (the error names
     the first bad row), values in the first step's `input_range` (a logit step's `[0, 1]`), and
-    `batch_size` no larger than the examples left after `validation_split`. Raises `TrainingDataError` (a `ValueError`) or
-    `TrainingDataTypeError` (a `TypeError`).
+    `batch_size` no larger than the examples left after `validation_split`. Raises
+    `TrainingDataError` (a `ValueError`) or `TrainingDataTypeError` (a `TypeError`).
     """
     if isinstance(x, tf.data.Dataset) or x is None:
         return
@@ -287,7 +291,7 @@ def check_training_data(model, x, batch_size=None, validation_split=0.0):
 START_ROWS = 4096  # examples the data-dependent start is computed from, at most
 
 
-def start_sample(x, seed=0, validation_split=0.0, max_rows=START_ROWS):
+def start_sample(x, seed=0, validation_split=0.0, max_rows=START_ROWS, pairs=False):
     """The examples the data-dependent start (ActNorm, the rescaling) is computed from.
 
     For an array: up to `max_rows` rows drawn at random without replacement
@@ -296,7 +300,13 @@ def start_sample(x, seed=0, validation_split=0.0, max_rows=START_ROWS):
     start from every class, not the first. For a `tf.data.Dataset` (of batches,
     or of `(x, ...)` tuples): its first batches, up to `max_rows` rows: a
     dataset orders itself, so shuffle it (`tn.dequantized_batches` does).
+
+    With `pairs=True` (a conditional flow), `x` is a pair `(x, context)` of
+    arrays or a dataset of `(x, context)` batches, and the result is the pair
+    of the same rows.
     """
+    if pairs:
+        return _start_pairs(x, seed, validation_split, max_rows)
     if isinstance(x, tf.data.Dataset):
         parts, rows = [], 0
         for element in x:
@@ -315,6 +325,33 @@ def start_sample(x, seed=0, validation_split=0.0, max_rows=START_ROWS):
         return x[:n]
     rows = np.sort(np.random.default_rng(seed % 2**64).choice(n, size=max_rows, replace=False))
     return tf.gather(x, rows) if isinstance(x, tf.Tensor) else np.asarray(x)[rows]
+
+
+def _start_pairs(data, seed, validation_split, max_rows):
+    if isinstance(data, tf.data.Dataset):
+        xs, cs, rows = [], [], 0
+        for element in data:
+            if isinstance(element, dict):
+                element = (element.get("x"), element.get("context"))
+            if not isinstance(element, (tuple, list)) or len(element) < 2 \
+                    or element[1] is None:
+                raise TrainingDataError("a conditional flow trains on a dataset of (x, "
+                                        "context) batches; this one gives no context.")
+            xs.append(element[0])
+            cs.append(element[1])
+            rows += int(element[0].shape[0])
+            if rows >= max_rows:
+                break
+        if not xs:
+            raise TrainingDataError("fit got an empty dataset: no examples to start from.")
+        return tf.concat(xs, axis=0)[:max_rows], tf.concat(cs, axis=0)[:max_rows]
+    x, context = data
+    n = len(x) - int(len(x) * (validation_split or 0.0))
+    if n <= max_rows:
+        return x[:n], context[:n]
+    rows = np.sort(np.random.default_rng(seed % 2**64).choice(n, size=max_rows, replace=False))
+    take = lambda a: tf.gather(a, rows) if isinstance(a, tf.Tensor) else np.asarray(a)[rows]  # noqa: E731
+    return take(x), take(context)
 
 
 def can_stream(model, x, y, args, kwargs):

@@ -4,13 +4,35 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import math
+
 import keras
 
 from tfp_nice._validation import check_choice, check_int
 
-__all__ = ["SCALES", "CouplingConvNet"]
+__all__ = ["SCALES", "CouplingConvNet", "check_context"]
 
 SCALES = ("bounded", "sigmoid")
+
+
+def check_context(layer, context):
+    """`context` for a network built with `context_units`, or an error naming the problem:
+    a context missing, given to a network built without one, or of the wrong size."""
+    units = layer.context_units
+    if context is None:
+        if units is not None:
+            raise ValueError(f"{layer.name} is conditional (context_units={units}) and needs "
+                             "a context: call it as network(x_a, context=c).")
+        return None
+    if units is None:
+        raise ValueError(f"{layer.name} was built without a context (context_units=None) "
+                         "and cannot take one.")
+    shape = tuple(context.shape)
+    size = math.prod(shape[1:]) if len(shape) > 1 and None not in shape[1:] else None
+    if len(shape) < 2 or size is not None and size != units:
+        raise ValueError(f"{layer.name} takes a context of {units} entries per example, "
+                         f"shape (N, ...); got shape {shape}.")
+    return context
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
@@ -38,7 +60,8 @@ class CouplingConvNet(keras.layers.Layer):
 
     def __init__(self, hidden_channels: Sequence[int], output_channels: int,
                  kernel_sizes: Sequence[int] | None = None, activation: Any = "relu",
-                 affine: bool = False, scale: str = "bounded", **kwargs: Any) -> None:
+                 affine: bool = False, scale: str = "bounded", context_units: int | None = None,
+                 **kwargs: Any) -> None:
         """Builds the layer.
 
         Args:
@@ -51,6 +74,10 @@ class CouplingConvNet(keras.layers.Layer):
           activation: Keras activation of the hidden convolutions.
           affine: return `(shift, log_scale)` for an affine coupling.
           scale: `"bounded"` or `"sigmoid"` (see above).
+          context_units: `None`, or the size of a context the network is also
+            given (`call(x_a, context=c)`, `c` of shape `(N, ...)`): flattened
+            to `context_units` entries and broadcast over the image as that
+            many constant feature maps beside `x_a`'s channels.
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
 
         Raises:
@@ -71,6 +98,8 @@ class CouplingConvNet(keras.layers.Layer):
                              f"{list(kernel_sizes)}")
         self.affine = bool(affine)
         self.scale_kind = check_choice(scale, SCALES, "scale")
+        self.context_units = None if context_units is None else check_int(
+            context_units, "context_units")
         self.activation = keras.activations.get(activation)
         self.hidden_layers = [
             keras.layers.Conv2D(width, k, padding="same", activation=self.activation,
@@ -86,6 +115,7 @@ class CouplingConvNet(keras.layers.Layer):
         if len(shape) != 4:
             raise ValueError(f"{self.name} takes images (N, h, w, c). Received: input_shape="
                              f"{shape}")
+        shape = shape[:-1] + (shape[-1] + (self.context_units or 0),)
         for layer in self.hidden_layers:
             layer.build(shape)
             shape = shape[:-1] + (layer.filters,)
@@ -94,8 +124,13 @@ class CouplingConvNet(keras.layers.Layer):
             self.scale = self.add_weight(shape=(self.output_channels,), initializer="ones",
                                          name="log_scale_bound")
 
-    def call(self, inputs):
+    def call(self, inputs, context=None):
         h = inputs
+        context = check_context(self, context)
+        if context is not None:  # constant feature maps, one per context entry
+            context = keras.ops.cast(keras.ops.reshape(context, (-1, 1, 1, self.context_units)),
+                                     h.dtype)
+            h = keras.ops.concatenate([h, context * keras.ops.ones_like(h[..., :1])], axis=-1)
         for layer in self.hidden_layers:
             h = layer(h)
         out = keras.ops.cast(self.output_layer(h), self.variable_dtype)
@@ -117,4 +152,5 @@ class CouplingConvNet(keras.layers.Layer):
                 "output_channels": self.output_channels,
                 "kernel_sizes": list(self.kernel_sizes),
                 "activation": keras.activations.serialize(self.activation),
-                "affine": self.affine, "scale": self.scale_kind}
+                "affine": self.affine, "scale": self.scale_kind,
+                "context_units": self.context_units}

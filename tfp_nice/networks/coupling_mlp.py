@@ -5,7 +5,7 @@ import math
 import keras
 
 from tfp_nice._validation import check_choice, check_int
-from tfp_nice.networks.coupling_conv import SCALES
+from tfp_nice.networks.coupling_conv import SCALES, check_context
 
 __all__ = ["CouplingMLP"]
 
@@ -43,6 +43,7 @@ class CouplingMLP(keras.layers.Layer):
         affine=False,
         output_shape=None,
         scale="bounded",
+        context_units=None,
         **kwargs,
     ):
         """Builds the layer.
@@ -58,6 +59,10 @@ class CouplingMLP(keras.layers.Layer):
             axis (its entries multiply to `output_units`), e.g. `(h, w, c_B)`.
           scale: the affine log-scale, `"bounded"` (`scale * tanh(raw)`) or
             `"sigmoid"` (Glow's `log(sigmoid(raw + 2))`).
+          context_units: `None`, or the size of a context the network is also
+            given (`call(x_a, context=c)` with `c` of shape `(N, ...)`,
+            flattened to `context_units` entries and concatenated to the
+            flattened `x_a`): a conditional coupling's network.
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
 
         Raises:
@@ -76,6 +81,8 @@ class CouplingMLP(keras.layers.Layer):
         if self.output_shape is not None and math.prod(self.output_shape) != output_units:
             raise ValueError(f"output_shape {self.output_shape} does not hold output_units="
                              f"{output_units} values.")
+        self.context_units = None if context_units is None else check_int(
+            context_units, "context_units")
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.hidden_layers = [
@@ -98,7 +105,7 @@ class CouplingMLP(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        shape = shape[:1] + (math.prod(shape[1:]),)
+        shape = shape[:1] + (math.prod(shape[1:]) + (self.context_units or 0),)
         for layer in self.hidden_layers:
             layer.build(shape)
             shape = shape[:-1] + (layer.units,)
@@ -107,10 +114,11 @@ class CouplingMLP(keras.layers.Layer):
             self.scale = self.add_weight(shape=(self.output_units,), initializer="ones",
                                          name="log_scale_bound")
 
-    def call(self, inputs):
+    def call(self, inputs, context=None):
         h = inputs
         if len(h.shape) > 2:
             h = keras.ops.reshape(h, (-1, math.prod(h.shape[1:])))
+        h = _with_context(self, h, context)
         for layer in self.hidden_layers:
             h = layer(h)
         out = self.output_layer(h)
@@ -145,5 +153,15 @@ class CouplingMLP(keras.layers.Layer):
             "affine": self.affine,
             "output_shape": None if self.output_shape is None else list(self.output_shape),
             "scale": self.scale_kind,
+            "context_units": self.context_units,
         }
         return {**super().get_config(), **config}
+
+
+def _with_context(layer, h, context):
+    """`h` with the flattened context concatenated on its last axis (a conditional MLP)."""
+    context = check_context(layer, context)
+    if context is None:
+        return h
+    context = keras.ops.reshape(context, (-1, layer.context_units))
+    return keras.ops.concatenate([h, keras.ops.cast(context, h.dtype)], axis=-1)

@@ -22,7 +22,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from numpy.typing import ArrayLike
 
-__all__ = ["FlowStep", "check_batch", "check_chain", "spread", "under_policy", "walk"]
+__all__ = ["FlowStep", "adapt_given", "bijector_given", "check_batch", "check_chain",
+           "check_context_shape", "context_shape_of", "spread", "under_policy", "walk"]
 
 tfb = tfp.bijectors
 
@@ -62,7 +63,11 @@ class FlowStep(keras.layers.Layer):
       (the logit step's `[0, 1]`), which `fit` checks on arrays when the step
       comes first;
     * `substeps`: the steps it holds and runs itself (a factor-out's), which
-      whatever walks the whole flow (name checks) also visits.
+      whatever walks the whole flow (name checks) also visits;
+    * `context_shape`: `None`, or the shape of one row of the context a
+      conditional step is given (`bijector(context=c)`, `adapt(h, context=c)`);
+      an unconditional step's `bijector()` and `adapt(h)` take none
+      (`bijector_given` and `adapt_given` call either kind).
     """
 
     constant_log_det = True
@@ -87,6 +92,11 @@ class FlowStep(keras.layers.Layer):
     def needs_data(self) -> bool:
         """Whether `adapt` sets any weight from data."""
         return False
+
+    @property
+    def context_shape(self) -> tuple[int, ...] | None:
+        """The shape of one context row this step is conditioned on; `None` if it is not."""
+        return None
 
     @property
     def substeps(self) -> list[FlowStep]:
@@ -156,3 +166,43 @@ def walk(steps: Sequence[FlowStep]):
     for step in steps:
         yield step
         yield from walk(step.substeps)
+
+
+def check_context_shape(context_shape, name):
+    """`context_shape` as a tuple of positive ints, `None` as `None`, or a clear error."""
+    if context_shape is None:
+        return None
+    try:
+        shape = tuple(int(d) for d in context_shape)
+        ok = shape and all(d >= 1 and d == e for d, e in zip(shape, context_shape))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: context_shape must be a non-empty tuple of positive ints "
+                         f"(the shape of one context row). Received: "
+                         f"context_shape={context_shape!r}")
+    return shape
+
+
+def context_shape_of(steps, name, own=None):
+    """The one context shape of the conditional steps among `steps` (walked with their
+    substeps) and `own`, `None` if there are none; a `ValueError` if they disagree."""
+    shapes = {tuple(step.context_shape): step.name for step in walk(steps)
+              if step.context_shape is not None}
+    if own is not None:
+        shapes.setdefault(tuple(own), name)
+    if len(shapes) > 1:
+        listed = ", ".join(f"{n!r} {s}" for s, n in shapes.items())
+        raise ValueError(f"{name}: the conditional steps take contexts of different shapes "
+                         f"({listed}); a flow has one context.")
+    return next(iter(shapes), None)
+
+
+def bijector_given(step, context):
+    """`step`'s bijector, bound to `context` if the step is conditional."""
+    return step.bijector() if step.context_shape is None else step.bijector(context=context)
+
+
+def adapt_given(step, h, context):
+    """`step.adapt(h)`, with `context` if the step is conditional."""
+    return step.adapt(h) if step.context_shape is None else step.adapt(h, context=context)

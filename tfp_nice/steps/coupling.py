@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import keras
@@ -11,7 +12,7 @@ from tfp_nice._validation import check_choice
 from tfp_nice.bijectors import COUPLINGS, check_mask
 from tfp_nice.bijectors._partition import MaskPartition
 from tfp_nice.networks import SCALES, CouplingConvNet, CouplingMLP
-from tfp_nice.steps.base import FlowStep, under_policy
+from tfp_nice.steps.base import FlowStep, check_context_shape, under_policy
 
 __all__ = ["CouplingStep"]
 
@@ -36,6 +37,13 @@ class CouplingStep(FlowStep):
 
     Under a mixed-precision policy the network computes in half precision and
     its outputs come back to the flow's dtype (float32) before they are used.
+
+    With `context_shape`, the step is conditional: `bijector(context=c)` binds
+    the network to context rows `c` of shape `(N, *context_shape)`, which it
+    is given beside part A (`network(x_a, context=c)`): the default dense
+    network concatenates the flattened context to part A, the convolutional
+    one broadcasts it over the image as constant feature maps. A network of
+    your own must take the `context=` keyword.
     """
 
     constant_log_det = property(lambda self: self.coupling == "additive")
@@ -46,7 +54,8 @@ class CouplingStep(FlowStep):
                  activation: str | Callable = "relu",
                  network: keras.layers.Layer | Callable[[tuple, tuple], keras.layers.Layer]
                  | None = None, hidden_channels: Sequence[int] | None = None,
-                 scale: str = "bounded", **kwargs: Any) -> None:
+                 scale: str = "bounded", context_shape: Sequence[int] | None = None,
+                 **kwargs: Any) -> None:
         """Builds the step and its network's weights.
 
         Args:
@@ -69,6 +78,8 @@ class CouplingStep(FlowStep):
             for a mask that picks channels of an `(h, w, c)` event.
           scale: the default networks' affine log-scale, `"bounded"` or
             `"sigmoid"`.
+          context_shape: `None` (unconditional), or the shape of one context
+            row the coupling is conditioned on (see above).
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
 
         Raises:
@@ -82,6 +93,8 @@ class CouplingStep(FlowStep):
         self.mask = check_mask(mask, self.event_shape)
         self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
         self.scale = check_choice(scale, SCALES, "scale")
+        self._context_shape = check_context_shape(context_shape, self.name)
+        units = None if self._context_shape is None else math.prod(self._context_shape)
         partition = MaskPartition(self.mask)
         self.part_shape, part_b = partition.shape_a, partition.shape_b
         self.network_output_shape = (part_b if coupling == "additive"
@@ -105,7 +118,8 @@ class CouplingStep(FlowStep):
             network = CouplingMLP(self.hidden_units, int((~self.mask).sum()),
                                   activation=activation, affine=coupling == "affine",
                                   output_shape=part_b if len(part_b) > 1 else None,
-                                  scale=self.scale, dtype=self.dtype_policy, name="network")
+                                  scale=self.scale, context_units=units,
+                                  dtype=self.dtype_policy, name="network")
         elif hidden_channels is not None:
             if partition.layout != "channel":
                 raise ValueError(f"{self.name}: hidden_channels makes a convolutional network, "
@@ -114,7 +128,8 @@ class CouplingStep(FlowStep):
                                  "for this mask.")
             network = CouplingConvNet(self.hidden_channels, part_b[-1], activation=activation,
                                       affine=coupling == "affine", scale=self.scale,
-                                      dtype=self.dtype_policy, name="network")
+                                      context_units=units, dtype=self.dtype_policy,
+                                      name="network")
         elif not isinstance(network, keras.layers.Layer):
             if not callable(network):
                 raise TypeError(f"{self.name}: network must be a Keras layer or a factory "
@@ -139,12 +154,35 @@ class CouplingStep(FlowStep):
                 "(the step builds the network for its part).")
         self.built = True
 
-    def bijector(self):
-        return COUPLINGS[self.coupling](self.network, self.mask, name=self.name)
+    @property
+    def context_shape(self):
+        return self._context_shape
+
+    def bijector(self, context=None):
+        """The coupling over the current weights; a conditional step's bound to `context`,
+        rows of shape `(N, *context_shape)`."""
+        if self._context_shape is None:
+            if context is not None:
+                raise ValueError(f"{self.name} is not conditional (built without "
+                                 "context_shape) and takes no context.")
+            return COUPLINGS[self.coupling](self.network, self.mask, name=self.name)
+        if context is None:
+            raise ValueError(f"{self.name} is conditional (context_shape="
+                             f"{self._context_shape}) and needs a context.")
+        return COUPLINGS[self.coupling](self.network, self.mask, name=self.name,
+                                        context=context)
+
+    def adapt(self, h, context=None):
+        return self.bijector(context).forward(h)
+
+    def call(self, h, context=None):
+        return self.bijector(context).forward(h)
 
     def get_config(self):
         config = {**super().get_config(), "mask": self.mask.tolist(),
                   "coupling": self.coupling}
+        if self._context_shape is not None:
+            config["context_shape"] = list(self._context_shape)
         sizes = {"hidden_units": self.hidden_units, "hidden_channels": self.hidden_channels}
         for key, value in sizes.items():  # a default network, rebuilt from its sizes
             if value is not None:

@@ -11,7 +11,15 @@ import tensorflow_probability as tfp
 
 from tfp_nice._validation import check_flag, check_int
 from tfp_nice.bijectors import FactorOut, fuse_couplings
-from tfp_nice.steps.base import FlowStep, check_batch, check_chain
+from tfp_nice.steps.base import (
+    FlowStep,
+    adapt_given,
+    bijector_given,
+    check_batch,
+    check_chain,
+    check_context_shape,
+    context_shape_of,
+)
 from tfp_nice.steps.coupling import CouplingStep
 
 tfb = tfp.bijectors
@@ -51,7 +59,7 @@ class FactorOutStep(FlowStep):
 
     def __init__(self, event_shape: Sequence[int], steps: Sequence[FlowStep],
                  keep: int | None = None, learned_prior: bool = False,
-                 **kwargs: Any) -> None:
+                 context_shape: Sequence[int] | None = None, **kwargs: Any) -> None:
         """Builds the step over its steps.
 
         Args:
@@ -61,6 +69,10 @@ class FactorOutStep(FlowStep):
           keep: the number of channels that go on, in `[1, c)`; `None` for
             `c // 2`.
           learned_prior: standardise the exits given the kept channels.
+          context_shape: `None`, or the shape of one context row the learned
+            prior is also conditioned on (a class-conditional prior for the
+            exits; needs `learned_prior=True`). The step is conditional when
+            this is given or any of its steps is (they take one context).
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
 
         Raises:
@@ -90,14 +102,25 @@ class FactorOutStep(FlowStep):
                                  f"weights, this step {self.variable_dtype}; build them with "
                                  "one dtype.")
         self.learned_prior = check_flag(learned_prior, "learned_prior")
+        self.prior_context_shape = check_context_shape(context_shape, self.name)
+        if self.prior_context_shape is not None and not self.learned_prior:
+            raise ValueError(f"{self.name}: context_shape conditions the learned prior; give "
+                             "learned_prior=True with it (the steps take their own).")
+        self._context_shape = context_shape_of(self.steps, self.name,
+                                               self.prior_context_shape)
         self.prior_coupling = None
         if self.learned_prior:
             mask = np.zeros(self.event_shape, bool)
             mask[..., :self.keep] = True  # conditioning: the kept channels
             self.prior_coupling = CouplingStep(
                 self.event_shape, mask, coupling="affine", hidden_channels=(),
-                dtype=self.dtype_policy, name=f"{self.name}_prior")
+                context_shape=self.prior_context_shape, dtype=self.dtype_policy,
+                name=f"{self.name}_prior")
         self.built = True
+
+    @property
+    def context_shape(self):
+        return self._context_shape
 
     @property
     def substeps(self):
@@ -119,27 +142,39 @@ class FactorOutStep(FlowStep):
     def affine(self):
         return not self.learned_prior and all(step.affine for step in self.steps)
 
-    def bijector(self):
-        inner = _chain([step.bijector() for step in self.steps], f"{self.name}_steps")
+    def bijector(self, context=None):
+        """The scale's bijector; a conditional step's bound to `context` (see `Flow`)."""
+        if self._context_shape is None and context is not None:
+            raise ValueError(f"{self.name} is not conditional and takes no context.")
+        if self._context_shape is not None and context is None:
+            raise ValueError(f"{self.name} is conditional (context_shape="
+                             f"{self._context_shape}) and needs a context.")
+        inner = _chain([bijector_given(step, context) for step in self.steps],
+                       f"{self.name}_steps")
         exit_ = FactorOut(inner, self.event_shape, self.keep,
                           self.steps[-1].output_event_shape, name=self.name)
         if self.prior_coupling is None:
             return exit_
-        return tfb.Chain([exit_, self.prior_coupling.bijector()], name=f"{self.name}_scale")
+        return tfb.Chain([exit_, bijector_given(self.prior_coupling, context)],
+                         name=f"{self.name}_scale")
 
-    def adapt(self, h):
+    def adapt(self, h, context=None):
         h = check_batch(h, self.event_shape, self.name)
         if self.prior_coupling is not None:
-            h = self.prior_coupling.adapt(h)
+            h = adapt_given(self.prior_coupling, h, context)
         kept, out = h[..., :self.keep], h[..., self.keep:]
         for step in self.steps:
-            kept = step.adapt(kept)
+            kept = adapt_given(step, kept, context)
         n = h.shape[0] if h.shape[0] is not None else tf.shape(h)[0]
         return tf.concat([tf.reshape(out, [n, -1]), tf.reshape(kept, [n, -1])], axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "keep": self.keep, "learned_prior": self.learned_prior,
-                "steps": [keras.saving.serialize_keras_object(step) for step in self.steps]}
+        config = {**super().get_config(), "keep": self.keep,
+                  "learned_prior": self.learned_prior,
+                  "steps": [keras.saving.serialize_keras_object(step) for step in self.steps]}
+        if self.prior_context_shape is not None:
+            config["context_shape"] = list(self.prior_context_shape)
+        return config
 
     @classmethod
     def from_config(cls, config):

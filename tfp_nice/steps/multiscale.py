@@ -23,7 +23,7 @@ def multiscale_steps(event_shape: Sequence[int], num_scales: int = 2, steps_per_
                      hidden_channels: Sequence[int] = (64, 64), coupling: str = "affine",
                      scale: str = "bounded", learned_prior: bool = True,
                      logit_alpha: float | None = 0.05, rescaling: bool = False, seed: int = 0,
-                     dtype=None) -> list[FlowStep]:
+                     dtype=None, context_shape: Sequence[int] | None = None) -> list[FlowStep]:
     """The steps of `f` (data -> latent) of a multi-scale flow over `(h, w, c)` images.
 
     First, with `logit_alpha` set, a `LogitStep` (data in `[0, 1]`). Then for
@@ -52,6 +52,10 @@ def multiscale_steps(event_shape: Sequence[int], num_scales: int = 2, steps_per_
       rescaling: a per-channel `RescalingStep` at the end of each scale.
       seed: seed of the 1x1 convolutions' starts.
       dtype: dtype policy of every step (the model's).
+      context_shape: `None`, or the shape of one context row: every coupling
+        network is given the context as constant feature maps beside its
+        channels, and the learned priors are conditioned on it too (a
+        conditional flow, `Flow(steps, context_shape=...)`).
 
     Returns:
       The list of steps, for `tfp_nice.Flow(steps, ...)`.
@@ -84,15 +88,17 @@ def multiscale_steps(event_shape: Sequence[int], num_scales: int = 2, steps_per_
                                   name=f"conv1x1_{s}_{k}"),
                       CouplingStep(shape, mask, coupling=coupling, scale=scale,
                                    hidden_channels=hidden_channels, dtype=dtype,
-                                   name=f"coupling_{s}_{k}")]
+                                   context_shape=context_shape, name=f"coupling_{s}_{k}")]
         if rescaling:
             steps.append(RescalingStep(shape, per_channel=True, dtype=dtype,
                                        name=f"rescaling_{s}"))
         if s + 1 < num_scales:
             keep = shape[-1] // 2
             inner = scale_steps(s + 1, shape[:2] + (keep,))
-            steps.append(FactorOutStep(shape, inner, keep=keep, learned_prior=learned_prior,
-                                       dtype=dtype, name=f"factor_out_{s}"))
+            steps.append(FactorOutStep(
+                shape, inner, keep=keep, learned_prior=learned_prior, dtype=dtype,
+                context_shape=context_shape if learned_prior else None,
+                name=f"factor_out_{s}"))
         return steps
 
     head = [] if logit_alpha is None else [LogitStep(event_shape, alpha=logit_alpha,

@@ -1,0 +1,352 @@
+"""Conditional flows, p(x | context): dense and convolutional steps given a context.
+
+References independent of the code under test: autodiff Jacobians in float64 of the
+map the flow applies at a fixed context, the closed-form conditional density of a
+linear-Gaussian model (`x | c ~ N(A c + b, S)`), and the gradients that reach each
+network's context inputs (a step whose network never sees the context gets none).
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfp_nice as tn
+from test_multiscale import jacobian_log_det, randomize, uniform_images
+from tfp_nice.steps import walk
+
+tfd = tfp.distributions
+
+
+def dense_steps(dim=3, context_shape=(2,), dtype=None, units=(16,)):
+    mask = tn.partition_mask("halves", (dim,))
+    return [tn.ActNormStep((dim,), dtype=dtype, name="actnorm"),
+            tn.CouplingStep((dim,), mask, hidden_units=units, coupling="affine",
+                            context_shape=context_shape, dtype=dtype, name="coupling_0"),
+            tn.PermutationStep((dim,), np.arange(dim)[::-1].copy(), dtype=dtype,
+                               name="reverse"),
+            tn.CouplingStep((dim,), mask, hidden_units=units, coupling="additive",
+                            context_shape=context_shape, dtype=dtype, name="coupling_1")]
+
+
+def conditional_couplings(model):
+    """Every conditional coupling of the flow, the factor-outs' learned priors included."""
+    found = []
+    for s in walk(model.steps):
+        found += [s] + [getattr(s, "prior_coupling", None)]
+    return [s for s in found
+            if isinstance(s, tn.CouplingStep) and s.context_shape is not None]
+
+
+def prior_log_prob(z):
+    z = np.reshape(z, (len(z), -1))
+    return -0.5 * np.sum(z ** 2, axis=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+
+
+# --- the change of variables at a fixed context -------------------------------------------
+
+
+def test_dense_conditional_log_prob_is_the_autodiff_change_of_variables_float64():
+    model = tn.Flow(dense_steps(dtype="float64"), context_shape=(2,), dtype="float64")
+    randomize(model.steps, seed=3, scale=0.5)
+    rng = np.random.default_rng(0)
+    x, c = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    log_det = jacobian_log_det(lambda t: model.encode(t, context=c), x)
+    expected = prior_log_prob(model.encode(x, context=c).numpy()) + log_det
+    np.testing.assert_allclose(model.log_prob(x, context=c), expected, rtol=1e-10, atol=1e-10)
+    # the context matters: the same x under other contexts has another density
+    other = model.log_prob(x, context=c[::-1].copy()).numpy()
+    assert np.abs(other - expected).max() > 1e-3
+    # round trip at the context
+    z = model.encode(x, context=c)
+    np.testing.assert_allclose(model.decode(z, context=c), x, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 2), (8, 8, 1)])
+def test_conditional_multiscale_flow_log_prob_is_the_autodiff_change_of_variables(shape):
+    steps = tn.multiscale_steps(shape, num_scales=2, steps_per_scale=1, hidden_channels=(4,),
+                                logit_alpha=0.05, learned_prior=True, context_shape=(3,),
+                                dtype="float64", seed=1)
+    model = tn.Flow(steps, context_shape=(3,), dtype="float64")
+    randomize(model.steps, seed=2, scale=0.2)
+    x = uniform_images(3, shape)
+    c = np.random.default_rng(1).normal(size=(3, 3))
+    log_det = jacobian_log_det(lambda t: model.encode(t, context=c), x)
+    expected = prior_log_prob(model.encode(x, context=c).numpy()) + log_det
+    np.testing.assert_allclose(model.log_prob(x, context=c), expected, rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(model.decode(model.encode(x, context=c), context=c), x,
+                               atol=1e-9)
+    # every coupling and both learned priors are conditional
+    names = [s.name for s in conditional_couplings(model)]
+    assert names == ["coupling_0_0", "factor_out_0_prior", "coupling_1_0"]
+
+
+# --- the context reaches every step's network ---------------------------------------------
+
+
+def _context_kernel(step):
+    """The slice of the first layer's kernel that multiplies the context."""
+    net = step.network
+    layer = (net.hidden_layers or [net.output_layer])[0]
+    kernel = layer.kernel
+    if kernel.shape.rank == 4:  # conv: (k, k, c_in, c_out), context maps last
+        return kernel, (..., slice(kernel.shape[2] - net.context_units, None), slice(None))
+    return kernel, (slice(kernel.shape[0] - net.context_units, None), slice(None))
+
+
+@pytest.mark.parametrize("kind", ["dense", "multiscale"])
+def test_the_context_reaches_every_conditional_network(kind):
+    if kind == "dense":
+        model = tn.Flow(dense_steps(), context_shape=(2,))
+        x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+        c = np.random.default_rng(1).normal(size=(8, 2)).astype("float32")
+    else:
+        steps = tn.multiscale_steps((4, 4, 2), num_scales=2, steps_per_scale=2,
+                                    hidden_channels=(4,), context_shape=(2,), seed=0)
+        model = tn.Flow(steps, context_shape=(2,))
+        x = uniform_images(8, (4, 4, 2)).astype("float32")
+        c = np.random.default_rng(1).normal(size=(8, 2)).astype("float32")
+    randomize(model.steps, seed=5, scale=0.3)
+    steps = conditional_couplings(model)
+    kernels = [_context_kernel(s) for s in steps]
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model.log_prob(x, context=c))
+    grads = tape.gradient(loss, [k for k, _ in kernels])
+    for step, (kernel, where), grad in zip(steps, kernels, grads):
+        assert grad is not None, step.name
+        norm = float(tf.norm(tf.convert_to_tensor(grad)[where]))
+        assert norm > 1e-6, f"{step.name}: no gradient reaches its context inputs"
+
+
+# --- a closed-form conditional density ----------------------------------------------------
+
+A = np.array([[1.5, -0.5], [0.3, 2.0]])
+B = np.array([0.5, -1.0])
+L = np.array([[0.6, 0.0], [0.4, 0.3]])  # S = L L^T
+
+
+def linear_gaussian(n, seed):
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(n, 2))
+    x = c @ A.T + B + rng.normal(size=(n, 2)) @ L.T
+    return x.astype("float32"), c.astype("float32")
+
+
+def gaussian_log_prob(x, mean, cov):
+    d = np.asarray(x, float) - mean
+    solved = np.linalg.solve(cov, d.T).T
+    return -0.5 * (np.sum(d * solved, axis=1) + np.linalg.slogdet(cov)[1]
+                   + len(cov) * math.log(2 * math.pi))
+
+
+def true_log_prob(x, c):
+    return gaussian_log_prob(x, c @ A.T + B, L @ L.T)
+
+
+@pytest.fixture(scope="module")
+def trained_linear_gaussian():
+    keras.utils.set_random_seed(0)
+    x, c = linear_gaussian(4096, seed=0)
+    mask = tn.partition_mask("halves", (2,))
+    steps = [tn.ActNormStep((2,), name="actnorm")]
+    for k in range(4):
+        steps.append(tn.CouplingStep((2,), mask if k % 2 == 0 else ~mask, hidden_units=(32,),
+                                     coupling="affine", context_shape=(2,),
+                                     name=f"coupling_{k}"))
+    model = tn.Flow(steps, context_shape=(2,), seed=0)
+    schedule = keras.optimizers.schedules.CosineDecay(1e-2, decay_steps=2400, alpha=0.05)
+    model.compile(keras.optimizers.Adam(schedule))
+    model.fit(x, c, epochs=150, batch_size=256, verbose=0)
+    return model
+
+
+def test_a_conditional_flow_learns_a_closed_form_conditional_density(trained_linear_gaussian):
+    model = trained_linear_gaussian
+    x, c = linear_gaussian(2000, seed=1)
+    truth = true_log_prob(x, c)
+    got = model.log_prob(x, context=c).numpy()
+    # the mean log-ratio is the KL divergence averaged over the contexts
+    kl = float(np.mean(truth - got))
+    assert abs(kl) < 0.05, kl
+    assert np.mean(np.abs(truth - got)) < 0.15
+    # an unconditional flow of the same data cannot: the marginal is far wider
+    marginal = gaussian_log_prob(x, B, A @ A.T + L @ L.T)
+    assert np.mean(truth - marginal) > 1.0
+
+
+def test_conditional_samples_follow_their_own_context_row(trained_linear_gaussian):
+    model = trained_linear_gaussian
+    c = np.array([[2.0, 0.0], [-1.0, 1.0], [0.0, -2.0]], "float32")
+    samples = model.sample(4000, context=c, seed=3).numpy()
+    assert samples.shape == (4000, 3, 2)
+    means = samples.mean(axis=0)
+    np.testing.assert_allclose(means, c @ A.T + B, atol=0.06)
+    cov = np.cov(samples[:, 1].T)
+    np.testing.assert_allclose(cov, L @ L.T, atol=0.05)
+    assert model.sample(0, context=c).shape == (0, 3, 2)
+
+
+def test_the_bound_distribution_is_the_models_log_prob_and_tracks_its_weights(
+        trained_linear_gaussian):
+    model = trained_linear_gaussian
+    x, c = linear_gaussian(64, seed=2)
+    dist = model.conditional_distribution(c)
+    assert isinstance(dist, tfd.Distribution) and dist.bijector.name == model.name
+    np.testing.assert_allclose(dist.log_prob(x), model.log_prob(x, context=c), rtol=1e-6)
+    assert len(dist.trainable_variables) == len(model.trainable_weights)
+    np.testing.assert_allclose(model.conditional_bijector(c).inverse(x),
+                               model.encode(x, context=c), rtol=1e-6)
+
+
+# --- fit, evaluate and early stopping take the pairs the Keras way ------------------------
+
+
+def _small_model():
+    return tn.Flow(dense_steps(dim=2), context_shape=(2,), seed=0)
+
+
+@pytest.mark.parametrize("form", ["x_y", "tuple", "dict", "dataset"])
+def test_fit_takes_the_pairs_every_keras_way(form):
+    x, c = linear_gaussian(512, seed=0)
+    keras.utils.set_random_seed(0)
+    model = _small_model()
+    model.compile(keras.optimizers.Adam(1e-2))
+    before = float(-tf.reduce_mean(model.log_prob(x, context=c)))
+    kwargs = dict(epochs=5, verbose=0)
+    if form == "x_y":
+        history = model.fit(x, c, batch_size=64, **kwargs)
+    elif form == "tuple":
+        history = model.fit((x, c), batch_size=64, **kwargs)
+    elif form == "dict":
+        history = model.fit({"x": x, "context": c}, batch_size=64, **kwargs)
+    else:
+        data = tf.data.Dataset.from_tensor_slices((x, c)).shuffle(512, seed=0).batch(64)
+        history = model.fit(data, **kwargs)
+    assert int(model.data_initialized.numpy()) == 1  # the ActNorm started from data
+    after = float(-tf.reduce_mean(model.log_prob(x, context=c)))
+    assert after < before - 0.5, (before, after)
+    assert history.history["nll"][-1] == pytest.approx(after, abs=0.3)
+    evaluated = model.evaluate((x, c), batch_size=128, verbose=0, return_dict=True)["nll"]
+    assert evaluated == pytest.approx(after, rel=1e-4, abs=1e-4)
+
+
+def test_the_data_start_sees_the_context_of_its_rows():
+    # ActNorm starts on x; the first coupling is the identity at the start, so the
+    # ActNorm standardises x itself: the start must be computed from the same rows.
+    x, c = linear_gaussian(300, seed=0)
+    model = _small_model()
+    model.compile(keras.optimizers.Adam(0.0))
+    model.fit(x, c, epochs=1, batch_size=300, verbose=0)
+    h = model.steps[0].bijector().forward(x).numpy()
+    np.testing.assert_allclose(h.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(h.std(0), 1.0, atol=1e-3)
+
+
+def test_averaged_early_stopping_takes_validation_pairs():
+    x, c = linear_gaussian(512, seed=0)
+    xv, cv = linear_gaussian(128, seed=1)
+    model = _small_model()
+    model.compile(keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9))
+    stop = tn.AveragedEarlyStopping((xv, cv), patience=2)
+    model.fit(x, c, epochs=4, batch_size=64, verbose=0, callbacks=[stop])
+    assert np.isfinite(stop.best)
+    nll = float(-tf.reduce_mean(model.log_prob(xv, context=cv)))
+    assert stop.best == pytest.approx(nll, rel=1e-4, abs=1e-4)
+
+
+# --- save and load ------------------------------------------------------------------------
+
+
+def test_a_conditional_flow_survives_keras_saving(tmp_path):
+    steps = tn.multiscale_steps((4, 4, 2), num_scales=2, steps_per_scale=1,
+                                hidden_channels=(4,), context_shape=(3,), seed=0)
+    model = tn.Flow(steps, context_shape=(3,), num_levels=256)
+    randomize(model.steps, seed=1, scale=0.1)
+    model.compile(keras.optimizers.Adam(1e-3))
+    x = uniform_images(4, (4, 4, 2)).astype("float32")
+    c = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    path = str(tmp_path / "conditional.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.context_shape == (3,)
+    with pytest.raises(NotImplementedError, match="conditional"):
+        model.export(str(tmp_path / "served"))
+    np.testing.assert_allclose(loaded.log_prob(x, context=c), model.log_prob(x, context=c),
+                               rtol=1e-6)
+
+
+# --- inpainting given the context ---------------------------------------------------------
+
+
+def test_inpainting_holds_the_context_fixed(trained_linear_gaussian):
+    model = trained_linear_gaussian
+    x, c = linear_gaussian(200, seed=4)
+    observed = np.array([True, False])
+    start = np.where(observed, x, x.mean(0)).astype("float32")
+    filled = model.inpaint(start, observed, num_steps=300, step_size=0.05, noise=0.0,
+                           clip=None, context=c).numpy()
+    np.testing.assert_array_equal(filled[:, 0], x[:, 0])
+    # the conditional mean of x_2 given x_1 and c, in closed form
+    mean = c @ A.T + B
+    s = L @ L.T
+    expected = mean[:, 1] + s[1, 0] / s[0, 0] * (x[:, 0] - mean[:, 0])
+    assert np.mean((filled[:, 1] - expected) ** 2) < 0.1 * np.mean((start[:, 1] - expected) ** 2)
+
+
+# --- bad input: one clear error each ------------------------------------------------------
+
+
+def test_a_conditional_flow_refuses_a_missing_or_malformed_context():
+    model = _small_model()
+    x = np.zeros((4, 2), "float32")
+    c = np.zeros((4, 2), "float32")
+    with pytest.raises(ValueError, match="needs context="):
+        model.log_prob(x)
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        model.log_prob(x, context=np.zeros((4, 3), "float32"))
+    with pytest.raises(ValueError, match="3 rows for 4 examples"):
+        model.log_prob(x, context=c[:3])
+    with pytest.raises(TypeError, match="numbers"):
+        model.log_prob(x, context=np.zeros((4, 2), bool))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.log_prob(x, context=np.full((4, 2), np.nan, "float32"))
+    with pytest.raises(ValueError, match="conditional_distribution"):
+        model.distribution
+    with pytest.raises(ValueError, match="needs context="):
+        model.sample(3)
+    model.compile(keras.optimizers.Adam(1e-3))
+    with pytest.raises(ValueError, match="8 examples but 7 context rows"):
+        model.fit(np.zeros((8, 2), "float32"), np.zeros((7, 2), "float32"), verbose=0)
+    with pytest.raises(ValueError, match="NaN or inf in row 2"):
+        bad = np.zeros((8, 2), "float32")
+        bad[2, 1] = np.inf
+        model.fit(np.zeros((8, 2), "float32"), bad, verbose=0)
+    with pytest.raises(ValueError, match="needs context="):
+        model.fit(np.zeros((8, 2), "float32"), verbose=0)
+
+
+def test_an_unconditional_flow_refuses_a_context():
+    model = tn.Flow([tn.ActNormStep((2,))])
+    with pytest.raises(ValueError, match="not conditional"):
+        model.log_prob(np.zeros((2, 2), "float32"), context=np.zeros((2, 1), "float32"))
+    with pytest.raises(ValueError, match="not conditional"):
+        model.conditional_distribution(np.zeros((2, 1), "float32"))
+
+
+def test_the_flows_context_shape_must_be_its_steps():
+    with pytest.raises(ValueError, match="no step takes a context"):
+        tn.Flow([tn.ActNormStep((2,))], context_shape=(2,))
+    with pytest.raises(ValueError, match=r"give context_shape=\(2,\)"):
+        tn.Flow(dense_steps(dim=2))
+    with pytest.raises(ValueError, match="different shapes"):
+        tn.Flow(dense_steps(dim=2)[:2] + [tn.CouplingStep(
+            (2,), tn.partition_mask("halves", (2,)), hidden_units=(4,), context_shape=(5,),
+            name="other")], context_shape=(2,))
+    with pytest.raises(ValueError, match="context_shape must be"):
+        tn.CouplingStep((2,), tn.partition_mask("halves", (2,)), hidden_units=(4,),
+                        context_shape=(0,))
+    with pytest.raises(ValueError, match="learned_prior=True"):
+        tn.FactorOutStep((2, 2, 2), [tn.ActNormStep((2, 2, 1))], context_shape=(2,))
