@@ -6,7 +6,11 @@ linear-Gaussian model (`x | c ~ N(A c + b, S)`), and the gradients that reach ea
 network's context inputs (a step whose network never sees the context gets none).
 """
 
+import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -84,6 +88,30 @@ def test_conditional_multiscale_flow_log_prob_is_the_autodiff_change_of_variable
     assert names == ["coupling_0_0", "factor_out_0_prior", "coupling_1_0"]
 
 
+def test_conditional_nice_is_the_autodiff_change_of_variables_and_saves(tmp_path):
+    model = tn.NICE((4,), num_couplings=3, hidden_units=(8,), coupling="affine",
+                    actnorm=True, context_shape=(2,), dtype="float64", seed=0)
+    randomize(model.steps, seed=4, scale=0.4)
+    rng = np.random.default_rng(2)
+    x, c = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+    log_det = jacobian_log_det(lambda t: model.encode(t, context=c), x)
+    z = model.encode(x, context=c).numpy()
+    prior = tfd.Logistic(np.float64(0), np.float64(1))  # NICE's prior, element-wise
+    expected = prior.log_prob(z).numpy().sum(axis=1) + log_det
+    np.testing.assert_allclose(model.log_prob(x, context=c), expected, rtol=1e-10, atol=1e-10)
+    assert [s.name for s in conditional_couplings(model)] == [
+        "coupling_0", "coupling_1", "coupling_2"]
+    # saved by its flags, context_shape among them
+    assert model.get_config()["context_shape"] == [2]
+    assert "context_shape" not in tn.NICE((4,), hidden_units=(8,)).get_config()
+    model.save(tmp_path / "nice.keras")
+    loaded = keras.models.load_model(tmp_path / "nice.keras")
+    assert isinstance(loaded, tn.NICE) and loaded.context_shape == (2,)
+    np.testing.assert_allclose(loaded.log_prob(x, context=c), expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="context_shape must be"):
+        tn.NICE((4,), hidden_units=(8,), context_shape=(0,))
+
+
 # --- the context reaches every step's network ---------------------------------------------
 
 
@@ -97,10 +125,11 @@ def _context_kernel(step):
     return kernel, (slice(kernel.shape[0] - net.context_units, None), slice(None))
 
 
-@pytest.mark.parametrize("kind", ["dense", "multiscale"])
+@pytest.mark.parametrize("kind", ["dense", "nice", "multiscale"])
 def test_the_context_reaches_every_conditional_network(kind):
-    if kind == "dense":
-        model = tn.Flow(dense_steps(), context_shape=(2,))
+    if kind in ("dense", "nice"):
+        model = (tn.Flow(dense_steps(), context_shape=(2,)) if kind == "dense" else
+                 tn.NICE((3,), num_couplings=4, hidden_units=(8,), context_shape=(2,)))
         x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
         c = np.random.default_rng(1).normal(size=(8, 2)).astype("float32")
     else:
@@ -272,10 +301,118 @@ def test_a_conditional_flow_survives_keras_saving(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert loaded.context_shape == (3,)
-    with pytest.raises(NotImplementedError, match="conditional"):
-        model.export(str(tmp_path / "served"))
     np.testing.assert_allclose(loaded.log_prob(x, context=c), model.log_prob(x, context=c),
                                rtol=1e-6)
+
+
+# --- SavedModel: the signatures take the context, served by TensorFlow alone ---------------
+
+SERVE_CONDITIONAL = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    path, in_file, out_file = sys.argv[1:4]
+    given = np.load(in_file)
+    x, c, cs = (tf.constant(given[k]) for k in ("x", "c", "cs"))
+    sig = tf.saved_model.load(path).signatures
+    out = {"log_prob": sig["log_prob"](x=x, context=c)["log_prob"].numpy(),
+           "default": sig["serving_default"](x=x, context=c)["log_prob"].numpy(),
+           "encode": sig["encode"](x=x, context=c)["z"].numpy()}
+    out["decode"] = sig["decode"](z=tf.constant(out["encode"]), context=c)["x"].numpy()
+    for name, seed in [("seeded_a", 5), ("seeded_b", 5)]:
+        out[name] = sig["sample"](num_samples=tf.constant(int(given["n"])),
+                                  temperature=tf.constant(1.0, x.dtype),
+                                  seed=tf.constant(seed, tf.int64), context=cs)["x"].numpy()
+    meta = {k: v.numpy() for k, v in sig["metadata"]().items()}
+    np.savez(out_file, **out)
+    print(json.dumps({"tfp_nice_imported": "tfp_nice" in sys.modules,
+                      "tfp_imported": any(m.startswith("tensorflow_probability")
+                                          for m in sys.modules),
+                      "context_shape": meta["context_shape"].tolist(),
+                      "inputs": {k: sorted(sig[k].structured_input_signature[1])
+                                 for k in ("log_prob", "encode", "decode", "sample")}}))
+""")
+
+
+def serve_fresh(path, tmp_path, **arrays):
+    np.savez(tmp_path / "in.npz", **arrays)
+    (tmp_path / "serve.py").write_text(SERVE_CONDITIONAL)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "serve.py"), str(path), str(tmp_path / "in.npz"),
+         str(tmp_path / "out.npz")], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), dict(np.load(tmp_path / "out.npz"))
+
+
+def test_served_signatures_take_the_context_in_a_tensorflow_only_process(
+        trained_linear_gaussian, tmp_path):
+    model = trained_linear_gaussian
+    x, c = linear_gaussian(50, seed=5)
+    cs = np.array([[2.0, 0.0], [-1.0, 1.0], [0.0, -2.0]], "float32")
+    meta = model.export(str(tmp_path / "served"))
+    assert meta["context_shape"] == [2]
+    status, out = serve_fresh(tmp_path / "served", tmp_path, x=x, c=c, cs=cs, n=4000)
+    assert not status["tfp_nice_imported"] and not status["tfp_imported"]
+    assert status["context_shape"] == [2]
+    assert status["inputs"] == {"log_prob": ["context", "x"], "encode": ["context", "x"],
+                                "decode": ["context", "z"],
+                                "sample": ["context", "num_samples", "seed", "temperature"]}
+    expected = model.log_prob(x, context=c).numpy()
+    np.testing.assert_allclose(out["log_prob"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["default"], expected, rtol=1e-5, atol=1e-5)
+    # and against the closed form the flow was trained to match
+    assert np.mean(np.abs(out["log_prob"] - true_log_prob(x, c))) < 0.15
+    np.testing.assert_allclose(out["encode"], model.encode(x, context=c), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(out["decode"], x, atol=1e-4)
+    # n per row, [:, i] given row i: the exact conditional mean and covariance
+    samples = out["seeded_a"]
+    assert samples.shape == (4000, 3, 2)
+    np.testing.assert_array_equal(samples, out["seeded_b"])
+    np.testing.assert_allclose(samples.mean(axis=0), cs @ A.T + B, atol=0.06)
+    np.testing.assert_allclose(np.cov(samples[:, 2].T), L @ L.T, atol=0.05)
+
+
+def test_served_multiscale_conditional_flow_agrees_in_process(tmp_path):
+    steps = tn.multiscale_steps((4, 4, 2), num_scales=2, steps_per_scale=1,
+                                hidden_channels=(4,), learned_prior=True, context_shape=(3,),
+                                seed=0)
+    model = tn.Flow(steps, context_shape=(3,), num_levels=256)
+    randomize(model.steps, seed=1, scale=0.2)
+    x = uniform_images(5, (4, 4, 2)).astype("float32")
+    c = np.eye(3, dtype="float32")[[0, 1, 2, 0, 1]]
+    tn.export_saved_model(model, tmp_path / "served")
+    status, out = serve_fresh(tmp_path / "served", tmp_path, x=x, c=c, cs=c[:2], n=3)
+    expected = model.log_prob(x, context=c).numpy()
+    np.testing.assert_allclose(out["log_prob"], expected, rtol=1e-5, atol=1e-4)
+    # the served log_prob depends on the context it is given
+    other = model.log_prob(x, context=c[::-1].copy()).numpy()
+    assert np.abs(other - out["log_prob"]).max() > 1e-3
+    np.testing.assert_allclose(out["decode"], x, atol=1e-4)
+    assert out["seeded_a"].shape == (3, 2, 4, 4, 2)
+
+
+def test_served_signatures_refuse_a_bad_context(trained_linear_gaussian, tmp_path):
+    model = trained_linear_gaussian
+    tn.export_saved_model(model, tmp_path / "served")
+    sig = tf.saved_model.load(str(tmp_path / "served")).signatures
+    x = tf.zeros((4, 2))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"context must have shape "
+                       r"\[batch, 2\] float32"):
+        sig["log_prob"](x=x, context=tf.zeros((4, 3)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one context row per row"):
+        sig["log_prob"](x=x, context=tf.zeros((3, 2)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one context row per row"):
+        sig["decode"](z=x, context=tf.zeros((5, 2)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or inf"):
+        sig["encode"](x=x, context=tf.fill((4, 2), np.nan))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or inf"):
+        sig["sample"](num_samples=tf.constant(2), temperature=tf.constant(1.0),
+                      seed=tf.constant(0, tf.int64), context=tf.fill((1, 2), np.inf))
+    with pytest.raises(TypeError):
+        sig["log_prob"](x=x)  # the context is a required input
 
 
 # --- inpainting given the context ---------------------------------------------------------

@@ -22,9 +22,38 @@ def _latent_shape(model):
     return tuple(getattr(model, "latent_shape", model.event_shape))
 
 
+def _context_shape(model):
+    shape = getattr(model, "context_shape", None)
+    return None if shape is None else tuple(shape)
+
+
 def _metadata(model):
     num_dims = int(model.num_dims)
     levels = model.num_levels
+    context_shape = _context_shape(model)
+    if context_shape is None:
+        signatures = {
+            "log_prob": "x [batch, *event_shape] -> log_prob [batch] (nats)",
+            "sample": "num_samples int32 [], temperature [], seed int64 [] (< 0: fresh "
+                      "randomness) -> x [num_samples, *event_shape]",
+            "encode": "x [batch, *event_shape] (data) -> z [batch, *latent_shape] (latent), "
+                      "NICE's f",
+            "decode": "z [batch, *latent_shape] (latent) -> x [batch, *event_shape] (data), "
+                      "g = f^-1",
+        }
+    else:
+        signatures = {
+            "log_prob": "x [batch, *event_shape], context [batch, *context_shape] -> "
+                        "log_prob [batch] (nats), log p(x_i | context_i)",
+            "sample": "num_samples int32 [], temperature [], seed int64 [] (< 0: fresh "
+                      "randomness), context [rows, *context_shape] -> "
+                      "x [num_samples, rows, *event_shape] (x[:, i] given context_i)",
+            "encode": "x [batch, *event_shape] (data), context [batch, *context_shape] -> "
+                      "z [batch, *latent_shape] (latent), NICE's f",
+            "decode": "z [batch, *latent_shape] (latent), context [batch, *context_shape] "
+                      "-> x [batch, *event_shape] (data), g = f^-1",
+        }
+    signatures["metadata"] = "no input -> the fields of this file as tensors"
     return {
         "format": "tfp_nice SavedModel",
         "tfp_nice_version": __version__,
@@ -38,16 +67,9 @@ def _metadata(model):
         # bits/dim = (nll_nats + bits_per_dim_offset_nats) * bits_per_dim_scale
         "bits_per_dim_offset_nats": num_dims * math.log(levels) if levels else 0.0,
         "bits_per_dim_scale": 1.0 / (num_dims * math.log(2.0)),
-        "signatures": {
-            "log_prob": "x [batch, *event_shape] -> log_prob [batch] (nats)",
-            "sample": "num_samples int32 [], temperature [], seed int64 [] (< 0: fresh "
-                      "randomness) -> x [num_samples, *event_shape]",
-            "encode": "x [batch, *event_shape] (data) -> z [batch, *latent_shape] (latent), "
-                      "NICE's f",
-            "decode": "z [batch, *latent_shape] (latent) -> x [batch, *event_shape] (data), "
-                      "g = f^-1",
-            "metadata": "no input -> the fields of this file as tensors",
-        },
+        # null (JSON) for an unconditional flow; the metadata signature gives [] then
+        "context_shape": None if context_shape is None else list(context_shape),
+        "signatures": signatures,
     }
 
 
@@ -78,43 +100,94 @@ class _Server(tf.Module):
 
         data_spec = tf.TensorSpec((None,) + event_shape, dtype, name="x")
         latent_spec = tf.TensorSpec((None,) + latent_shape, dtype, name="z")
-
-        @tf.function(input_signature=[data_spec])
-        def log_prob(x):
-            return {"log_prob": model.log_prob(checked(x, "x"))}
-
-        @tf.function(input_signature=[data_spec])
-        def encode(x):
-            return {"z": model.encode(checked(x, "x"))}
-
-        @tf.function(input_signature=[latent_spec])
-        def decode(z):
-            return {"x": model.decode(checked(z, "z", latent_shape))}
-
-        @tf.function(input_signature=[
+        sample_specs = [
             tf.TensorSpec([], tf.int32, name="num_samples"),
             tf.TensorSpec([], dtype, name="temperature"),
             tf.TensorSpec([], tf.int64, name="seed"),
-        ])
-        def sample(num_samples, temperature, seed):
-            checks = [
+        ]
+
+        def sample_checks(num_samples, temperature):
+            return [
                 tf.debugging.Assert(num_samples >= 0,
                                     ["num_samples must be >= 0; got", num_samples]),
                 tf.debugging.Assert(
                     tf.logical_and(temperature > 0, tf.math.is_finite(temperature)),
                     ["temperature must be a finite float > 0; got", temperature]),
             ]
-            with tf.control_dependencies(checks):
-                # A random op alone repeats itself in every process that loads the
-                # model when a global seed was set at export (its op seed is frozen
-                # in the graph); the clock tells processes apart, the op tells calls.
-                clock = tf.bitcast(tf.timestamp(), tf.int32)
-                fresh = tf.bitwise.bitwise_xor(
-                    clock, tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32))
-                given = tf.stack([tf.cast(seed % (2**31 - 1), tf.int32), 0])
-                stateless = tf.where(seed >= 0, given, fresh)
-                z = model.base_distribution.sample(num_samples, seed=stateless)
-            return {"x": model.decode(z * temperature)}
+
+        def latent_draw(count, seed):
+            # A random op alone repeats itself in every process that loads the
+            # model when a global seed was set at export (its op seed is frozen
+            # in the graph); the clock tells processes apart, the op tells calls.
+            clock = tf.bitcast(tf.timestamp(), tf.int32)
+            fresh = tf.bitwise.bitwise_xor(
+                clock, tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32))
+            given = tf.stack([tf.cast(seed % (2**31 - 1), tf.int32), 0])
+            stateless = tf.where(seed >= 0, given, fresh)
+            return model.base_distribution.sample(count, seed=stateless)
+
+        context_shape = _context_shape(model)
+        if context_shape is None:
+            @tf.function(input_signature=[data_spec])
+            def log_prob(x):
+                return {"log_prob": model.log_prob(checked(x, "x"))}
+
+            @tf.function(input_signature=[data_spec])
+            def encode(x):
+                return {"z": model.encode(checked(x, "x"))}
+
+            @tf.function(input_signature=[latent_spec])
+            def decode(z):
+                return {"x": model.decode(checked(z, "z", latent_shape))}
+
+            @tf.function(input_signature=sample_specs)
+            def sample(num_samples, temperature, seed):
+                with tf.control_dependencies(sample_checks(num_samples, temperature)):
+                    z = latent_draw(num_samples, seed)
+                return {"x": model.decode(z * temperature)}
+        else:
+            context_spec = tf.TensorSpec((None,) + context_shape, dtype, name="context")
+
+            def given(c, t=None, what="x"):
+                # the context's shape, its finiteness and its rows (one per row of t)
+                c = checked(c, "context", context_shape)
+                checks = [tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(c)),
+                                              ["the context holds NaN or inf"])]
+                if t is not None:
+                    rows, want = tf.shape(c)[0], tf.shape(t)[0]
+                    checks.append(tf.debugging.Assert(tf.equal(rows, want), [
+                        "give one context row per row of", what, "; got context rows",
+                        rows, "for rows", want]))
+                with tf.control_dependencies(checks):
+                    return tf.identity(c)
+
+            @tf.function(input_signature=[data_spec, context_spec])
+            def log_prob(x, context):
+                x = checked(x, "x")
+                return {"log_prob": model.log_prob(x, context=given(context, x))}
+
+            @tf.function(input_signature=[data_spec, context_spec])
+            def encode(x, context):
+                x = checked(x, "x")
+                return {"z": model.encode(x, context=given(context, x))}
+
+            @tf.function(input_signature=[latent_spec, context_spec])
+            def decode(z, context):
+                z = checked(z, "z", latent_shape)
+                return {"x": model.decode(z, context=given(context, z, "z"))}
+
+            @tf.function(input_signature=sample_specs + [context_spec])
+            def sample(num_samples, temperature, seed, context):
+                c = given(context)
+                rows = tf.shape(c)[0]
+                with tf.control_dependencies(sample_checks(num_samples, temperature)):
+                    z = latent_draw(num_samples * rows, seed)
+                # draw k of row i is at k * rows + i, as in Flow.sample
+                repeated = tf.tile(c, tf.concat([[num_samples], tf.ones_like(
+                    tf.shape(c)[1:])], 0))
+                x = model.decode(z * temperature, context=repeated)
+                return {"x": tf.reshape(x, tf.concat([[num_samples, rows], tf.shape(x)[1:]],
+                                                     0))}
 
         @tf.function(input_signature=[])
         def metadata():
@@ -128,6 +201,7 @@ class _Server(tf.Module):
                 "bits_per_dim_offset_nats": tf.constant(meta["bits_per_dim_offset_nats"],
                                                         tf.float64),
                 "bits_per_dim_scale": tf.constant(meta["bits_per_dim_scale"], tf.float64),
+                "context_shape": tf.constant(meta["context_shape"] or [], tf.int64),
             }
 
         self.log_prob = log_prob
@@ -158,7 +232,16 @@ def export_saved_model(model: Any, path: str | os.PathLike, overwrite: bool = Fa
       latent shape, the last step's output shape); `decode`: `z` -> `x`;
     * `metadata`: no input -> event shape, latent shape, dtype, prior, package version,
       `num_levels` (0 for continuous data) and the bits/dim constants:
-      `bits/dim = (nll + bits_per_dim_offset_nats) * bits_per_dim_scale`.
+      `bits/dim = (nll + bits_per_dim_offset_nats) * bits_per_dim_scale`,
+      and `context_shape` (`[]` for an unconditional flow).
+
+    A conditional flow's signatures take `context [None, *C]` (`C` its
+    `context_shape`, the model's dtype) beside their input, one row per row:
+    `log_prob(x, context)`, `encode(x, context)`, `decode(z, context)`; and
+    `sample(num_samples, temperature, seed, context)` draws `num_samples` per
+    context row, `x [num_samples, rows, *E]` (`x[:, i]` given row `i`, as
+    `Flow.sample`). A context of the wrong shape, with NaN or inf, or with
+    another number of rows than `x` fails with an error that says so.
 
     The same metadata is written as JSON to `assets.extra/tfp_nice.json`.
     Inputs of the wrong shape fail with an error naming the expected shape and

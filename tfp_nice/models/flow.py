@@ -664,11 +664,6 @@ class Flow(keras.Model):
         """
         if format != "tf_saved_model":
             return super().export(filepath, format=format, verbose=verbose, **kwargs)
-        if self.conditional:
-            raise NotImplementedError(
-                f"{type(self).__name__} {self.name!r} is conditional: its SavedModel "
-                "signatures (log_prob(x, context), ...) are not in this release; save it "
-                "to .keras meanwhile.")
         from tfp_nice.export import export_saved_model  # the layer above; imported on use
 
         meta = export_saved_model(self, filepath, **kwargs)

@@ -20,6 +20,7 @@ from tfp_nice.steps import (
     build_steps,
     check_logit_alpha,
 )
+from tfp_nice.steps.base import check_context_shape
 
 tfd = tfp.distributions
 
@@ -101,6 +102,7 @@ class NICE(Flow):
         rescaling_init: str = "data",
         seed: int = 0,
         logit_alpha: float | None = None,
+        context_shape: Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
         """Builds the model and all its weights.
@@ -145,6 +147,10 @@ class NICE(Flow):
             first step of `f`, for data in `[0, 1]` (dequantized images; 0.05
             is RealNVP's choice for MNIST). Its log-det is part of the flow's,
             so `log_prob` and bits/dim stay in data space.
+          context_shape: `None` (NICE), or the shape of one context row: a
+            conditional NICE, `p(x | context)`, whose coupling networks see
+            the flattened context beside their conditioning half (see `Flow`
+            for the methods that take `context=`).
           **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
         Raises:
@@ -176,6 +182,7 @@ class NICE(Flow):
         self.rescaling_init = check_choice(rescaling_init, RESCALING_INITS, "rescaling_init")
         seed = check_int(seed, "seed", minimum=-2**63)
         self.logit_alpha = check_logit_alpha(logit_alpha)
+        context_shape = check_context_shape(context_shape, "NICE")
 
         target_std = None
         if rescaling:
@@ -185,8 +192,9 @@ class NICE(Flow):
             self.event_shape, self.num_couplings, self.hidden_units, partition=self.partition,
             coupling=coupling, permutation=permutation, actnorm=actnorm, rescaling=rescaling,
             rescaling_init=rescaling_init, target_std=target_std, activation=activation,
-            seed=seed, dtype=policy, logit_alpha=self.logit_alpha)
-        super().__init__(steps, prior=prior, num_levels=num_levels, seed=seed, **kwargs)
+            seed=seed, dtype=policy, logit_alpha=self.logit_alpha, context_shape=context_shape)
+        super().__init__(steps, prior=prior, num_levels=num_levels, seed=seed,
+                         context_shape=context_shape, **kwargs)
 
     def _steps_of(self, kind):
         return [step for step in self.steps if isinstance(step, kind)]
@@ -221,6 +229,8 @@ class NICE(Flow):
             "seed": self.seed,
             "logit_alpha": self.logit_alpha,
         }
+        if self.conditional:  # files of unconditional models stay as they were
+            config["context_shape"] = list(self.context_shape)
         # keras.Model's own entries (name, trainable, dtype); the steps follow from the flags.
         return {**keras.Model.get_config(self), **config}
 
