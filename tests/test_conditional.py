@@ -415,6 +415,72 @@ def test_served_signatures_refuse_a_bad_context(trained_linear_gaussian, tmp_pat
         sig["log_prob"](x=x)  # the context is a required input
 
 
+# --- an embedding network maps the raw context once per call -----------------------------
+
+
+def _embedding(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(2)],
+                            name="embedding")
+
+
+def test_the_steps_see_the_embedded_context_and_its_gradients_train_the_embedding():
+    embedding = _embedding()
+    steps = dense_steps(dim=3, context_shape=(2,))
+    model = tn.Flow(steps, context_shape=(5,), embedding=embedding)
+    randomize(model.steps, seed=1, scale=0.4)
+    plain = tn.Flow(steps, context_shape=(2,))  # the same steps, given the embedding's output
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 3)).astype("float32")
+    raw = rng.normal(size=(6, 5)).astype("float32")
+    np.testing.assert_allclose(model.log_prob(x, context=raw),
+                               plain.log_prob(x, context=embedding(raw)), rtol=1e-6)
+    np.testing.assert_allclose(model.encode(x, context=raw),
+                               plain.encode(x, context=embedding(raw)), rtol=1e-6, atol=1e-6)
+    assert model.sample(4, context=raw[:2], seed=0).shape == (4, 2, 3)
+    assert {w.path for w in embedding.trainable_weights} <= {
+        w.path for w in model.trainable_weights}
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model.log_prob(x, context=raw))
+    grads = tape.gradient(loss, embedding.trainable_weights)
+    assert all(g is not None and float(tf.norm(g)) > 1e-6 for g in grads)
+
+
+def test_fit_trains_the_embedding_and_it_saves_and_serves_with_the_flow(tmp_path):
+    x, c = linear_gaussian(512, seed=0)
+    raw = np.concatenate([c, np.random.default_rng(1).normal(size=(512, 3))], 1)
+    raw = raw.astype("float32")  # the context and three columns of noise
+    model = tn.NICE((2,), num_couplings=4, hidden_units=(16,), prior="normal",
+                    context_shape=(5,), embedding=_embedding(), seed=0)
+    assert model.steps[0].context_shape == (2,)
+    before = [w.numpy().copy() for w in model.embedding.trainable_weights]
+    model.compile(keras.optimizers.Adam(1e-2))
+    model.fit(x, raw, epochs=3, batch_size=64, verbose=0)
+    assert all(np.abs(w.numpy() - b).max() > 1e-4
+               for w, b in zip(model.embedding.trainable_weights, before))
+    expected = model.log_prob(x[:20], context=raw[:20]).numpy()
+    model.save(tmp_path / "embedded.keras")
+    loaded = keras.models.load_model(tmp_path / "embedded.keras")
+    np.testing.assert_allclose(loaded.log_prob(x[:20], context=raw[:20]), expected, rtol=1e-6)
+    model.export(str(tmp_path / "served"))
+    status, out = serve_fresh(tmp_path / "served", tmp_path, x=x[:20], c=raw[:20],
+                              cs=raw[:2], n=3)
+    assert not status["tfp_nice_imported"] and status["context_shape"] == [5]
+    np.testing.assert_allclose(out["log_prob"], expected, rtol=1e-5, atol=1e-5)
+    assert out["seeded_a"].shape == (3, 2, 2)
+
+
+def test_an_embedding_is_refused_when_it_cannot_serve_the_steps():
+    steps = dense_steps(dim=3, context_shape=(2,))
+    with pytest.raises(ValueError, match=r"maps a context row of shape \(5,\) to shape "
+                       r"\(3,\).*context_shape=\(3,\)"):
+        tn.Flow(steps, context_shape=(5,), embedding=keras.layers.Dense(3))
+    with pytest.raises(ValueError, match="needs context_shape"):
+        tn.Flow(steps, embedding=keras.layers.Dense(2))
+    with pytest.raises(TypeError, match="embedding must be a Keras layer"):
+        tn.Flow(steps, context_shape=(5,), embedding=lambda c: c[:, :2])
+
+
 # --- inpainting given the context ---------------------------------------------------------
 
 

@@ -35,6 +35,37 @@ tfd = tfp.distributions
 __all__ = ["Flow"]
 
 
+def embedded_shape(embedding, context_shape, dtype, name):
+    """The shape one context row has after `embedding` (built here on the raw rows),
+    `context_shape` without one, or a clear error."""
+    if embedding is None:
+        return context_shape
+    if not isinstance(embedding, keras.layers.Layer):
+        raise TypeError(f"{name}: embedding must be a Keras layer (it is trained and saved "
+                        f"with the flow). Received: {embedding!r}")
+    if context_shape is None:
+        raise ValueError(f"{name}: an embedding maps the context, so it needs "
+                         "context_shape (the shape of one raw context row).")
+    out = embedding(tf.zeros((2,) + tuple(context_shape), dtype))
+    if out.shape.rank is None or out.shape.rank < 2 or out.shape[0] != 2:
+        raise ValueError(f"{name}: the embedding must map rows (N, *context_shape) to rows "
+                         f"(N, ...); it mapped 2 rows to shape {tuple(out.shape)}.")
+    return tuple(int(d) for d in out.shape[1:])
+
+
+def embedding_config(embedding):
+    return {} if embedding is None else {
+        "embedding": keras.saving.serialize_keras_object(embedding)}
+
+
+def embedding_from_config(config, custom_objects=None):
+    config = dict(config)
+    if isinstance(config.get("embedding"), dict):
+        config["embedding"] = keras.saving.deserialize_keras_object(
+            config["embedding"], custom_objects=custom_objects)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="tfp_nice")
 class Flow(keras.Model):
     """A normalizing flow: a list of steps (data -> latent) and a prior, as a Keras 3 model.
@@ -89,7 +120,9 @@ class Flow(keras.Model):
     `fit` takes the pairs the Keras way: `fit(x, c)`, `fit(x=(x, c))`,
     `fit({"x": x, "context": c})`, or a `tf.data.Dataset` of `(x, c)` batches
     (`evaluate` and `AveragedEarlyStopping((x_val, c_val), ...)` likewise);
-    the data-dependent start sees the context of its rows.
+    the data-dependent start sees the context of its rows. An `embedding`
+    layer maps the raw context rows once per call before the steps see them
+    (trained with the flow, as nflows' `embedding_net`).
 
     Examples:
         A flow over 2-D points from a hand-written list of steps (one
@@ -117,7 +150,8 @@ class Flow(keras.Model):
 
     def __init__(self, steps: Sequence[FlowStep], prior: str | tfd.Distribution = "normal",
                  num_levels: int | None = None, seed: int = 0,
-                 context_shape: Sequence[int] | None = None, **kwargs: Any) -> None:
+                 context_shape: Sequence[int] | None = None,
+                 embedding: keras.layers.Layer | None = None, **kwargs: Any) -> None:
         """Builds the model over its steps.
 
         Args:
@@ -133,15 +167,22 @@ class Flow(keras.Model):
           seed: int seed of the rows the data-dependent start is computed from.
           context_shape: `None` (an unconditional flow), or the shape of one
             context row: a conditional flow, whose conditional steps take
-            contexts of this shape.
+            contexts of this shape (or of the embedding's output shape).
+          embedding: `None`, or a Keras layer (nflows' `embedding_net`) that
+            maps the raw context rows `(N, *context_shape)` to what the
+            conditional steps take, once per call, trained with the flow and
+            saved with it (a layer Keras can serialize). The steps are built
+            with its output shape as their `context_shape`.
           **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
         Raises:
           ValueError: for no steps, steps whose shapes do not chain, repeated
             step names, steps of another dtype than the model's, a prior of
-            the wrong shape, or a `context_shape` that is not the conditional
-            steps' (given with none of them, or missing with some).
-          TypeError: for a step that is not a `FlowStep`.
+            the wrong shape, a `context_shape` that is not the conditional
+            steps' (given with none of them, or missing with some), or an
+            embedding whose output shape is not theirs or without a context.
+          TypeError: for a step that is not a `FlowStep`, or an embedding that
+            is not a Keras layer.
         """
         # Under a mixed-precision policy only the coupling networks compute in
         # half precision; the flow takes and returns float32 (see flow_dtype), so
@@ -168,8 +209,16 @@ class Flow(keras.Model):
         self.num_levels = num_levels
         self.seed = check_int(seed, "seed", minimum=-2**63)
         self.context_shape = check_context_shape(context_shape, type(self).__name__)
+        self.embedding = embedding
+        embedded = embedded_shape(embedding, self.context_shape, self.flow_dtype,
+                                  type(self).__name__)
         taken = context_shape_of(steps, type(self).__name__)
-        if taken != self.context_shape:
+        if embedding is not None and taken != embedded:
+            raise ValueError(f"{type(self).__name__}: the embedding maps a context row of "
+                             f"shape {self.context_shape} to shape {embedded}, but the "
+                             f"steps take contexts of shape {taken}; build the conditional "
+                             f"steps with context_shape={embedded}.")
+        if embedding is None and taken != self.context_shape:
             if taken is None:
                 raise ValueError(f"{type(self).__name__}: context_shape={self.context_shape} "
                                  "was given, but no step takes a context; build the steps "
@@ -220,7 +269,13 @@ class Flow(keras.Model):
         if not self.conditional:
             raise ValueError(f"{type(self).__name__} {self.name!r} is not conditional (built "
                              "without context_shape); use .bijector.")
-        return self._generator(self._as_context(context))
+        return self._generator(self._embed(self._as_context(context)))
+
+    def _embed(self, c):
+        """The raw context rows through the embedding (in the flow's dtype), if any."""
+        if c is None or self.embedding is None:
+            return c
+        return tf.cast(self.embedding(c), self.flow_dtype)
 
     def conditional_distribution(self, context) -> tfd.Distribution:
         """`tfd.TransformedDistribution(prior, g bound to context)`: `x` given these rows.
@@ -324,7 +379,7 @@ class Flow(keras.Model):
 
     def _bound(self, t, context):
         """`g` for `t`'s rows: the flow's, or bound to `context` (checked against `t`)."""
-        return self._generator(self._as_context(context, t))
+        return self._generator(self._embed(self._as_context(context, t)))
 
     def log_prob(self, x, context=None) -> tf.Tensor:
         """Log-density of data `x` of shape `batch + event_shape`, in nats (given
@@ -367,7 +422,7 @@ class Flow(keras.Model):
         """
         num_samples = check_int(num_samples, "num_samples", minimum=0)
         temperature = check_positive_float(temperature, "temperature")
-        c = self._as_context(context)
+        c = self._embed(self._as_context(context))  # the embedding once, then the rows
         if c is None:
             z = self.base_distribution.sample(int(num_samples), seed=seed)
             return self.decode(z * tf.cast(temperature, z.dtype))
@@ -464,7 +519,7 @@ class Flow(keras.Model):
         if h.shape.rank != len(self.event_shape) + 1 or len(h) < 2:
             raise ValueError("initialize_from_data needs a batch of at least 2 examples of "
                              f"shape {self.event_shape}; got shape {tuple(h.shape)}.")
-        c = self._as_context(context, h)
+        c = self._embed(self._as_context(context, h))
         for step in self.steps:
             h = adapt_given(step, h, c)
         self.data_initialized.assign(1)
@@ -684,7 +739,8 @@ class Flow(keras.Model):
                 "steps": [keras.saving.serialize_keras_object(step) for step in self.steps],
                 "prior": self.prior, "num_levels": self.num_levels, "seed": self.seed,
                 "context_shape": None if self.context_shape is None else list(
-                    self.context_shape)}
+                    self.context_shape),
+                **embedding_config(self.embedding)}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -692,5 +748,5 @@ class Flow(keras.Model):
         if "steps" in config:
             config["steps"] = [keras.saving.deserialize_keras_object(
                 step, custom_objects=custom_objects) for step in config["steps"]]
-        return cls(**config)
+        return cls(**embedding_from_config(config, custom_objects))
 

@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike
 
 from tfp_nice._validation import check_choice, check_flag, check_int
 from tfp_nice.bijectors import COUPLINGS, PARTITIONS, check_mask
-from tfp_nice.models.flow import Flow
+from tfp_nice.models.flow import Flow, embedded_shape, embedding_config, embedding_from_config
 from tfp_nice.models.priors import check_custom_prior, make_prior
 from tfp_nice.steps import (
     PERMUTATIONS,
@@ -103,6 +103,7 @@ class NICE(Flow):
         seed: int = 0,
         logit_alpha: float | None = None,
         context_shape: Sequence[int] | None = None,
+        embedding: keras.layers.Layer | None = None,
         **kwargs: Any,
     ) -> None:
         """Builds the model and all its weights.
@@ -151,6 +152,8 @@ class NICE(Flow):
             conditional NICE, `p(x | context)`, whose coupling networks see
             the flattened context beside their conditioning half (see `Flow`
             for the methods that take `context=`).
+          embedding: `None`, or a Keras layer mapping the raw context rows to
+            what the coupling networks see (see `Flow`).
           **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
         Raises:
@@ -183,6 +186,7 @@ class NICE(Flow):
         seed = check_int(seed, "seed", minimum=-2**63)
         self.logit_alpha = check_logit_alpha(logit_alpha)
         context_shape = check_context_shape(context_shape, "NICE")
+        steps_context = embedded_shape(embedding, context_shape, flow_dtype, "NICE")
 
         target_std = None
         if rescaling:
@@ -192,9 +196,10 @@ class NICE(Flow):
             self.event_shape, self.num_couplings, self.hidden_units, partition=self.partition,
             coupling=coupling, permutation=permutation, actnorm=actnorm, rescaling=rescaling,
             rescaling_init=rescaling_init, target_std=target_std, activation=activation,
-            seed=seed, dtype=policy, logit_alpha=self.logit_alpha, context_shape=context_shape)
+            seed=seed, dtype=policy, logit_alpha=self.logit_alpha,
+            context_shape=steps_context)
         super().__init__(steps, prior=prior, num_levels=num_levels, seed=seed,
-                         context_shape=context_shape, **kwargs)
+                         context_shape=context_shape, embedding=embedding, **kwargs)
 
     def _steps_of(self, kind):
         return [step for step in self.steps if isinstance(step, kind)]
@@ -231,9 +236,10 @@ class NICE(Flow):
         }
         if self.conditional:  # files of unconditional models stay as they were
             config["context_shape"] = list(self.context_shape)
+            config.update(embedding_config(self.embedding))
         # keras.Model's own entries (name, trainable, dtype); the steps follow from the flags.
         return {**keras.Model.get_config(self), **config}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        return cls(**config)
+        return cls(**embedding_from_config(config, custom_objects))
