@@ -286,6 +286,39 @@ def test_averaged_early_stopping_takes_validation_pairs():
     assert stop.best == pytest.approx(nll, rel=1e-4, abs=1e-4)
 
 
+def test_dequantized_batches_keep_each_row_with_its_context_and_fit_takes_them():
+    rng = np.random.default_rng(0)
+    levels = 17
+    x = rng.integers(0, levels, size=(200, 2))
+    c = np.stack([np.arange(200), -np.arange(200)], 1).astype("float32")  # names its row
+    batches = list(tn.dequantized_batches(x, levels, 64, seed=1, context=c))
+    assert [int(b.shape[0]) for b, _ in batches] == [64, 64, 64, 8]
+    xs = np.concatenate([b.numpy() for b, _ in batches])
+    cs = np.concatenate([k.numpy() for _, k in batches])
+    rows = cs[:, 0].astype(int)
+    assert sorted(rows) == list(range(200))  # every row once, shuffled
+    assert not np.array_equal(rows, np.arange(200))
+    np.testing.assert_array_equal(cs[:, 1], -rows)  # the context is never noised
+    # each dequantized x lies in its own row's cell: x <= L * x_deq < x + 1
+    scaled = xs * levels
+    assert np.all(scaled >= x[rows] - 1e-4) and np.all(scaled < x[rows] + 1)
+    model = _small_model()
+    model.compile(keras.optimizers.Adam(1e-2))
+    onehot = np.eye(2, dtype="float32")[rng.integers(0, 2, 200)]
+    history = model.fit(tn.dequantized_batches(x, levels, 64, seed=0, context=onehot),
+                        epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert int(model.data_initialized.numpy()) == 1
+    with pytest.raises(ValueError, match="200 rows of x but a context of shape"):
+        tn.dequantized_batches(x, levels, 64, context=onehot[:10])
+    with pytest.raises(ValueError, match="NaN or inf in row 3"):
+        bad = onehot.copy()
+        bad[3, 0] = np.nan
+        tn.dequantized_batches(x, levels, 64, context=bad)
+    with pytest.raises(TypeError, match="numbers"):
+        tn.dequantized_batches(x, levels, 64, context=onehot > 0)
+
+
 # --- save and load ------------------------------------------------------------------------
 
 

@@ -72,7 +72,7 @@ def epoch_batches(x, batch_size, shuffle=True):
     return dataset.with_options(options)
 
 
-def dequantized_batches(x, num_levels, batch_size, seed=None):
+def dequantized_batches(x, num_levels, batch_size, seed=None, context=None):
     """Batches of discrete data dequantized afresh every epoch: `(x + u) / num_levels`.
 
     A `tf.data.Dataset` for `fit(dataset, epochs=...)`: each pass (epoch) is a
@@ -89,23 +89,52 @@ def dequantized_batches(x, num_levels, batch_size, seed=None):
       num_levels: number of discrete levels `L` (256 for 8-bit images).
       batch_size: int >= 1.
       seed: int seed of the shuffles and the noise, or `None` for fresh ones.
+      context: a conditional flow's context rows (one per row of `x`, any
+        numeric array, e.g. one-hot labels), shuffled with their rows and
+        never dequantized: the batches are then `(x, context)` pairs, as a
+        conditional `Flow.fit` takes them.
 
     Returns:
-      A float32 `tf.data.Dataset` of `[<= batch_size, *x.shape[1:]]` batches.
+      A float32 `tf.data.Dataset` of `[<= batch_size, *x.shape[1:]]` batches,
+      or of `(x, context)` batch pairs given a context.
 
     Raises:
       ValueError: for values that are not whole numbers in range (the message
-        gives the first offending index), a bad `num_levels` or `batch_size`.
+        gives the first offending index), a bad `num_levels` or `batch_size`,
+        or a context whose rows are not those of `x`, or hold NaN or inf.
+      TypeError: for a context that is not numbers.
     """
     x = check_levels_data(x, num_levels, "dequantized_batches")
     batch_size = check_int(batch_size, "batch_size")
     noise = (tf.random.Generator.from_non_deterministic_state() if seed is None
              else tf.random.Generator.from_seed(seed))
-    dataset = tf.data.Dataset.from_tensor_slices(x.astype("float32"))
+    levels = float(num_levels)
+    if context is None:
+        dataset = tf.data.Dataset.from_tensor_slices(x.astype("float32"))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (x.astype("float32"), _checked_context(context, len(x))))
     dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    levels = float(num_levels)
-    return dataset.map(lambda b: (b + noise.uniform(tf.shape(b))) / levels)
+    if context is None:
+        return dataset.map(lambda b: (b + noise.uniform(tf.shape(b))) / levels)
+    return dataset.map(lambda b, c: ((b + noise.uniform(tf.shape(b))) / levels, c))
+
+
+def _checked_context(context, rows):
+    array = np.asarray(context)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"dequantized_batches: the context must be numbers, got dtype "
+                        f"{array.dtype}; one-hot encode labels as floats.")
+    if array.ndim < 1 or len(array) != rows:
+        raise ValueError(f"dequantized_batches: got {rows} rows of x but a context of shape "
+                         f"{array.shape}; give one context row per row.")
+    array = array.astype("float32")
+    finite = np.isfinite(array.reshape(rows, -1)).all(axis=1)
+    if not finite.all():
+        raise ValueError("dequantized_batches: the context holds NaN or inf in row "
+                         f"{int(np.argmin(finite))}.")
+    return array
 
 
 @contextlib.contextmanager
