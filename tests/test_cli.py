@@ -675,3 +675,132 @@ def test_the_glow_mnist_preset_refuses_digits(capsys, existing_out):
     assert ("--preset glow_mnist is for 28x28 images of 256 levels (uint8); digits holds "
             "examples of shape (64,) with 17 levels.") in capsys.readouterr().err
     assert_untouched(existing_out)
+
+
+# --- class-conditional flows: train --labels, sample --label, evaluate/inpaint --labels ----
+
+
+@pytest.fixture(scope="module")
+def trained_digits_given_labels(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_labels")
+    done = run_cli("train", "--data", "digits", "--labels", "builtin", "--epochs", "15",
+                   "--hidden", "64", "--couplings", "4", "--verbose", "0", "--out", "run",
+                   cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, folder / "run"
+
+
+def _digits_labels():
+    from sklearn.datasets import load_digits as sklearn_digits  # the labels' own source
+
+    return sklearn_digits().target
+
+
+def test_train_with_labels_writes_a_class_conditional_model(trained_digits_given_labels):
+    import keras
+
+    folder, out = trained_digits_given_labels
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_classes"] == 10 and finite_numbers(metrics)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "loss.png", "metrics.json", "model.keras", "samples.png", "saved_model"]
+    model = keras.models.load_model(out / "model.keras")
+    assert model.context_shape == (10,)
+    # The labels went with their rows: the data scored given scikit-learn's own labels
+    # beat the same data given the labels shuffled, in process and from the CLI.
+    import tfp_nice as tn
+
+    raw, _ = tn.data.load_digits()
+    x = tn.data.dequantize(raw, 17, seed=0)
+    labels = _digits_labels()
+    right = -float(np.mean(model.log_prob(x, context=np.eye(10, dtype="float32")[labels])))
+    shuffled = np.random.default_rng(0).permutation(labels)
+    wrong = -float(np.mean(model.log_prob(x, context=np.eye(10, dtype="float32")[shuffled])))
+    assert right < wrong - 2.0, (right, wrong)
+    np.save(folder / "shuffled.npy", shuffled)
+    np.savetxt(folder / "labels.csv", labels, fmt="%d")
+    for path in ("run/model.keras", "run/saved_model"):
+        for given, expected in (("labels.csv", right), ("shuffled.npy", wrong)):
+            done = run_cli("evaluate", path, "--data", "digits", "--labels", given, cwd=folder)
+            assert done.returncode == 0, done.stderr[-3000:]
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+            assert report["nll"] == pytest.approx(expected, rel=1e-4, abs=1e-3)
+
+
+def test_sample_given_a_label_agrees_between_the_keras_file_and_the_saved_model(
+        trained_digits_given_labels):
+    import keras
+
+    folder, out = trained_digits_given_labels
+    for path, name in (("run/model.keras", "k"), ("run/saved_model", "s")):
+        done = run_cli("sample", path, "--label", "3", "--num-samples", "12", "--seed", "4",
+                       "--out", f"{name}.npy", cwd=folder)
+        assert done.returncode == 0, done.stderr[-3000:]
+    keras_samples, served = np.load(folder / "k.npy"), np.load(folder / "s.npy")
+    assert keras_samples.shape == (12, 64)
+    np.testing.assert_allclose(keras_samples, served, rtol=1e-5, atol=1e-5)
+    # drawn given label 3: each scores higher given 3 than on average over other labels
+    model = keras.models.load_model(out / "model.keras")
+    eye = np.eye(10, dtype="float32")
+    scores = np.stack([model.log_prob(keras_samples, context=np.repeat(eye[[k]], 12, 0))
+                       for k in range(10)], 1)
+    assert np.mean(scores[:, 3] > np.delete(scores, 3, axis=1).mean(1)) >= 0.75
+
+
+def test_inpaint_given_labels(trained_digits_given_labels):
+    folder, _ = trained_digits_given_labels
+    done = run_cli("inpaint", "run/model.keras", "--data", "digits", "--labels", "builtin",
+                   "--num-examples", "8", "--num-steps", "30", "--out", "filled.npy",
+                   cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert np.load(folder / "filled.npy").shape == (8, 64)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "run/model.keras"], "is class-conditional: give --label K with K in 0..9 "
+                                    "(got no --label)"),
+    (["sample", "run/saved_model", "--label", "10"], "give --label K with K in 0..9 (got "
+                                                     "--label 10)"),
+    (["evaluate", "run/saved_model", "--data", "digits"], "is class-conditional (10 classes): "
+                                                          "give the labels of --data"),
+    (["evaluate", "run/model.keras", "--data", "digits", "--labels", "few.npy"],
+     "holds 5 labels for 1797 examples"),
+    (["evaluate", "run/model.keras", "--data", "digits", "--labels", "negative.npy"],
+     "row 2 holds -1, not a class label"),
+    (["evaluate", "run/model.keras", "--data", "digits", "--labels", "big.npy"],
+     "label 12 is not one of the model's 10 classes"),
+    (["evaluate", "run/model.keras", "--data", "digits", "--labels", "missing.npy"],
+     "no such file"),
+])
+def test_class_conditional_commands_refuse_bad_labels(trained_digits_given_labels, argv,
+                                                      message):
+    folder, _ = trained_digits_given_labels
+    np.save(folder / "few.npy", np.arange(5))
+    np.save(folder / "negative.npy", np.array([0, 1, -1] + [0] * 1794))
+    np.save(folder / "big.npy", np.array([12] + [0] * 1796))
+    done = run_cli(*argv, cwd=folder)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "run/model.keras", "--label", "1"], "not class-conditional"),
+    (["evaluate", "run/saved_model", "--data", "moons", "--labels", "labels.npy"],
+     "not class-conditional (trained without --labels); drop --labels"),
+])
+def test_an_unconditional_model_refuses_labels(trained_moons, argv, message):
+    folder, _, _ = trained_moons
+    np.save(folder / "labels.npy", np.zeros(10000, int))
+    done = run_cli(*argv, cwd=folder)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--data", "moons", "--labels", "builtin"], "--data moons has none built in"),
+    (["--data", "digits", "--labels", "builtin", "--preset", "nice_mnist"],
+     "--preset nice_mnist is NICE's unconditional model"),
+])
+def test_train_refuses_labels_it_cannot_use(capsys, existing_out, flags, message):
+    status = main(["train", *flags, "--epochs", "1", "--out", str(existing_out),
+                   "--overwrite"])
+    assert status == 2 and message in capsys.readouterr().err
+    assert_untouched(existing_out)

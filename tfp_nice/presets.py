@@ -47,7 +47,7 @@ def nice_mnist(rescaling_init="data", adam_beta_2=0.99, seed=0):
     return Preset(model, optimizer, _mnist_preprocess)
 
 
-def affine_mnist(seed=0):
+def affine_mnist(seed=0, num_classes=None):
     """The library's MNIST recipe: NICE's model made affine, measured to train fastest.
 
     On the benchmarks' split (MNIST's test set: 7,000 images to train, 1,000 to
@@ -80,6 +80,9 @@ def affine_mnist(seed=0):
 
     Args:
       seed: seed of the model.
+      num_classes: `None`, or a number of classes `K`: a class-conditional
+        model `p(x | label)` whose coupling networks see the one-hot label
+        (context rows of shape `(K,)`).
 
     Returns:
       `Preset(model, optimizer, preprocess)`; compile with
@@ -88,14 +91,14 @@ def affine_mnist(seed=0):
     model = NICE((784,), num_couplings=16, hidden_units=(256,) * 3, partition="odd_even",
                  coupling="affine", actnorm=True, permutation="random", rescaling=True,
                  prior="logistic", activation="relu", num_levels=MNIST_LEVELS, logit_alpha=0.05,
-                 seed=seed, name="affine_mnist")
+                 seed=seed, context_shape=_classes(num_classes), name="affine_mnist")
     optimizer = keras.optimizers.Adam(1e-3, beta_1=0.9, beta_2=0.99, epsilon=1e-4,
                                       use_ema=True, ema_momentum=0.99)
     return Preset(model, optimizer, _mnist_preprocess)
 
 
 def glow_mnist(seed=0, steps_per_scale=8, hidden_channels=64, learning_rate=2e-3,
-               warmup_steps=0, use_ema=True):
+               warmup_steps=0, use_ema=True, num_classes=None):
     """A multi-scale convolutional flow for 28x28 images (RealNVP's layout, Glow's steps).
 
     * Model (`tfp_nice.multiscale_steps`): RealNVP's logit preprocessing
@@ -135,6 +138,10 @@ def glow_mnist(seed=0, steps_per_scale=8, hidden_channels=64, learning_rate=2e-3
       warmup_steps: batches of linear learning-rate warm-up (0: none).
       use_ema: average the weights (Keras' `use_ema`); `fit` leaves the
         averages in the model.
+      num_classes: `None`, or a number of classes `K`: a class-conditional
+        flow `p(x | label)` (context rows of shape `(K,)`, one-hot labels) whose
+        coupling networks see the label as constant feature maps and whose
+        learned prior of the exiting channels depends on it.
 
     Returns:
       `Preset(model, optimizer, preprocess)`; compile with
@@ -145,8 +152,9 @@ def glow_mnist(seed=0, steps_per_scale=8, hidden_channels=64, learning_rate=2e-3
     steps = multiscale_steps((28, 28, 1), num_scales=2, steps_per_scale=steps_per_scale,
                              hidden_channels=(hidden_channels, hidden_channels),
                              coupling="affine", learned_prior=True, logit_alpha=0.05,
-                             seed=seed)
-    model = Flow(steps, prior="normal", num_levels=MNIST_LEVELS, seed=seed, name="glow_mnist")
+                             context_shape=_classes(num_classes), seed=seed)
+    model = Flow(steps, prior="normal", num_levels=MNIST_LEVELS, seed=seed,
+                 context_shape=_classes(num_classes), name="glow_mnist")
     rate = learning_rate
     if warmup_steps:
         rate = keras.optimizers.schedules.CosineDecay(
@@ -154,6 +162,14 @@ def glow_mnist(seed=0, steps_per_scale=8, hidden_channels=64, learning_rate=2e-3
             warmup_steps=int(warmup_steps))
     optimizer = keras.optimizers.Adam(rate, use_ema=bool(use_ema), ema_momentum=0.99)
     return Preset(model, optimizer, _image_preprocess)
+
+
+def _classes(num_classes):
+    if num_classes is None:
+        return None
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be a whole number >= 2, got {num_classes!r}")
+    return (int(num_classes),)
 
 
 def _image_preprocess(images, seed=None):

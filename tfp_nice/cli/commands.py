@@ -17,7 +17,7 @@ import tensorflow_probability as tfp
 from tfp_nice._fs import staged_dir
 from tfp_nice._version import __version__
 from tfp_nice.cli import plots
-from tfp_nice.cli.inputs import InputError, load_dataset, load_model
+from tfp_nice.cli.inputs import InputError, load_dataset, load_labels, load_model, one_hot
 from tfp_nice.cli.resume import EpochBackup, latest_backup, read_history
 from tfp_nice.data import bits_per_dim, train_test_split
 from tfp_nice.export import export_saved_model
@@ -66,10 +66,11 @@ def _event_shape(dataset, partition):
     return tuple(int(d) for d in shape)
 
 
-def _scores(model, x, batch_size):
+def _scores(model, x, batch_size, context=None):
     if len(x) == 0:
         return None
-    log_p = model.predict(x, batch_size=max(batch_size, 256), verbose=0)
+    given = x if context is None else {"x": x, "context": context}
+    log_p = model.predict(given, batch_size=max(batch_size, 256), verbose=0)
     nll = -float(np.mean(log_p))
     return {"nll": nll, "bits_per_dim": float(model.bits_per_dim(nll)), "count": int(len(x))}
 
@@ -83,7 +84,7 @@ _PRESET_FIXES = {"flow": "--flow", "scales": "--scales", "steps_per_scale": "--s
                  "learning_rate": "--learning-rate"}
 
 
-def _preset(args, dataset):
+def _preset(args, dataset, num_classes=None):
     """The model and optimiser of `--preset`, after checking it fits the data and flags."""
     from tfp_nice import presets
 
@@ -93,7 +94,13 @@ def _preset(args, dataset):
     if changed:
         raise InputError(f"--preset {args.preset} sets the model and optimiser; drop "
                          f"{', '.join(changed)}.")
-    model, optimizer, _ = getattr(presets, args.preset)(seed=args.seed)
+    options = {"seed": args.seed}
+    if num_classes is not None:
+        if args.preset == "nice_mnist":
+            raise InputError("--preset nice_mnist is NICE's unconditional model; for "
+                             "--labels use affine_mnist or glow_mnist.")
+        options["num_classes"] = num_classes
+    model, optimizer, _ = getattr(presets, args.preset)(**options)
     size = math.prod(model.event_shape)
     images = dataset.image_shape is not None and math.prod(dataset.image_shape) == size
     if (dataset.x.shape[1] != size or dataset.num_levels != model.num_levels
@@ -112,7 +119,7 @@ _NICE_ONLY = {"couplings": "--couplings", "partition": "--partition", "actnorm":
 _MULTISCALE_ONLY = {"scales": "--scales", "steps_per_scale": "--steps-per-scale"}
 
 
-def _multiscale(args, dataset):
+def _multiscale(args, dataset, context_shape=None):
     """The flow of `--flow multiscale` over the data's images."""
     nice_only = [flag for key, flag in _NICE_ONLY.items() if key in args.typed]
     if nice_only:
@@ -138,9 +145,9 @@ def _multiscale(args, dataset):
                              steps_per_scale=args.steps_per_scale,
                              hidden_channels=tuple(args.hidden),
                              coupling=architecture["coupling"], logit_alpha=logit,
-                             seed=args.seed)
+                             context_shape=context_shape, seed=args.seed)
     model = Flow(steps, prior=architecture["prior"], num_levels=dataset.num_levels,
-                 seed=args.seed, name="multiscale")
+                 seed=args.seed, context_shape=context_shape, name="multiscale")
     return model, architecture, shape
 
 
@@ -149,14 +156,25 @@ def train(args):
     out = pathlib.Path(args.out or os.path.join("runs", dataset.name))
     if out.exists() and not args.overwrite:
         raise InputError(f"--out {out} exists; pass --overwrite to replace it.")
-    train_x, test_x = train_test_split(dataset.x, args.test_split, args.seed)
+    num_classes = context_shape = None
+    if args.labels is not None:
+        labels, num_classes = load_labels(args.labels, args.data, len(dataset.x))
+        context_shape = (num_classes,)
+    # the rows of each part, so that the labels split with their examples
+    train_rows, test_rows = train_test_split(np.arange(len(dataset.x)), args.test_split,
+                                             args.seed)
+    train_x, test_x = dataset.x[train_rows], dataset.x[test_rows]
+    train_c = test_c = None
+    if num_classes is not None:
+        train_c, test_c = (one_hot(labels[rows], num_classes) for rows in (train_rows,
+                                                                            test_rows))
     n_fit = len(train_x) - int(len(train_x) * args.validation_split)
     if n_fit < 1:
         raise InputError(f"{dataset.name} has {len(dataset.x)} examples: too few to split.")
 
     keras.utils.set_random_seed(args.seed)
     if args.preset:
-        model, optimizer = _preset(args, dataset)
+        model, optimizer = _preset(args, dataset, num_classes)
         event_shape = tuple(model.event_shape)
         if isinstance(model, NICE):
             architecture = {"preset": args.preset, "partition": model.partition,
@@ -168,7 +186,7 @@ def train(args):
             architecture = {"preset": args.preset, "flow": "multiscale",
                             "steps": [step.name for step in walk(model.steps)]}
     elif args.flow == "multiscale":
-        model, architecture, event_shape = _multiscale(args, dataset)
+        model, architecture, event_shape = _multiscale(args, dataset, context_shape)
         optimizer = keras.optimizers.Adam(args.learning_rate)
     else:
         multiscale_only = [flag for key, flag in _MULTISCALE_ONLY.items() if key in args.typed]
@@ -184,7 +202,8 @@ def train(args):
         }
         model = NICE(event_shape, num_couplings=args.couplings,
                      hidden_units=tuple(args.hidden), prior=args.prior or "logistic",
-                     num_levels=dataset.num_levels, seed=args.seed, **architecture)
+                     num_levels=dataset.num_levels, seed=args.seed,
+                     context_shape=context_shape, **architecture)
         optimizer = keras.optimizers.Adam(args.learning_rate)
     train_x = train_x.reshape((len(train_x),) + event_shape)
     test_x = test_x.reshape((len(test_x),) + event_shape)
@@ -206,17 +225,19 @@ def train(args):
                       EpochBackup(backup)]
     if args.patience > 0 and args.validation_split > 0:
         if getattr(model.optimizer, "use_ema", False):  # judge the averages fit will leave
-            callbacks.insert(0, AveragedEarlyStopping(train_x[n_fit:], args.patience,
-                                                      args.batch_size))
+            held = train_x[n_fit:] if train_c is None else (train_x[n_fit:], train_c[n_fit:])
+            callbacks.insert(0, AveragedEarlyStopping(held, args.patience, args.batch_size))
         else:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=args.patience, restore_best_weights=True))
     kind = "NICE" if isinstance(model, NICE) else "a multi-scale flow"
+    if num_classes is not None:
+        kind += f" given the label ({num_classes} classes)"
     print(f"training {kind} on {dataset.name}: {len(train_x)} examples of shape "
           f"{event_shape} ({len(test_x)} held out for test)", flush=True)
     start = time.perf_counter()
     try:
-        history = model.fit(train_x, epochs=args.epochs, batch_size=args.batch_size,
+        history = model.fit(train_x, train_c, epochs=args.epochs, batch_size=args.batch_size,
                             validation_split=args.validation_split, callbacks=callbacks,
                             verbose=_verbosity(args.verbose), initial_epoch=initial_epoch)
     except TrainingDataError as err:  # the model's own checks, run once, before training
@@ -234,11 +255,13 @@ def train(args):
         "event_shape": list(event_shape),
         "architecture": architecture,
         "num_levels": dataset.num_levels,
+        "num_classes": num_classes,
         "epochs": len(losses),
         "wall_time_seconds": seconds,
-        "train": _scores(model, train_x[:n_fit], args.batch_size),
-        "validation": _scores(model, train_x[n_fit:], args.batch_size) if n_val else None,
-        "test": _scores(model, test_x, args.batch_size),
+        "train": _scores(model, train_x[:n_fit], args.batch_size, _rows(train_c, None, n_fit)),
+        "validation": _scores(model, train_x[n_fit:], args.batch_size,
+                              _rows(train_c, n_fit, None)) if n_val else None,
+        "test": _scores(model, test_x, args.batch_size, test_c),
         "history": {k: [float(v) for v in vals] for k, vals in full_history.items()},
         "arguments": {k: v for k, v in vars(args).items() if k != "typed"},
         "versions": _versions(),
@@ -248,10 +271,19 @@ def train(args):
         export_saved_model(model, tmp / "saved_model")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plots.loss_curves(full_history, tmp / "loss.png")
-        samples = model.sample(1000 if dataset.x.shape[1] == 2 else 64, seed=args.seed).numpy()
-        if dataset.x.shape[1] == 2:
+        many = dataset.x.shape[1] == 2
+        if num_classes is None:
+            samples = model.sample(1000 if many else 64, seed=args.seed).numpy()
+        else:  # the same number of each class; for images a row of 8 per class
+            per_class = max(1, (1000 if many else 8 * num_classes) // num_classes)
+            drawn = model.sample(per_class if many else 8, seed=args.seed,
+                                 context=np.eye(num_classes, dtype="float32")).numpy()
+            samples = np.swapaxes(drawn, 0, 1).reshape((-1,) + drawn.shape[2:])
+        if many and num_classes is None:
             plots.scatter_pair(test_x if len(test_x) else train_x, samples, tmp / "samples.png")
             plots.density_map(lambda g: model.log_prob(g).numpy(), dataset.x, tmp / "density.png")
+        elif many:
+            plots.scatter_pair(test_x if len(test_x) else train_x, samples, tmp / "samples.png")
         elif dataset.image_shape is not None:
             plots.samples_picture(samples.reshape(len(samples), -1), dataset.image_shape,
                                   tmp / "samples.png")
@@ -264,6 +296,38 @@ def train(args):
           f"after {_count(len(losses), 'epoch')} ({seconds:.1f} s)")
     print(f"outputs in {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return 0
+
+
+def _rows(context, start, stop):
+    return None if context is None else context[start:stop]
+
+
+def _class_count(info, model_path):
+    """A class-conditional model's number of classes (its one-hot context), or `None`."""
+    shape = info.get("context_shape")
+    if shape is None:
+        return None
+    if len(shape) != 1:
+        raise InputError(f"{model_path} is conditional on contexts of shape {shape}; the "
+                         "command line gives one-hot class labels only (shape (K,)): use the "
+                         "Python API.")
+    return int(shape[0])
+
+
+def _labels_context(args, info, count):
+    """The one-hot context of `--labels` for a class-conditional model; `None` for another
+    (which must not be given labels)."""
+    classes = _class_count(info, args.model)
+    if classes is None:
+        if args.labels is not None:
+            raise InputError(f"{args.model} is not class-conditional (trained without "
+                             "--labels); drop --labels.")
+        return None
+    if args.labels is None:
+        raise InputError(f"{args.model} is class-conditional ({classes} classes): give the "
+                         "labels of --data with --labels.")
+    labels, _ = load_labels(args.labels, args.data, count, num_classes=classes)
+    return one_hot(labels, classes, tf.as_dtype(info["dtype"]).as_numpy_dtype)
 
 
 def _npy_out(path):
@@ -285,16 +349,31 @@ def _write_npy(path, array):
 def sample(args):
     out = _npy_out(args.out)
     kind, model, info = load_model(args.model)
+    classes = _class_count(info, args.model)
+    context = {}
+    if classes is None and args.label is not None:
+        raise InputError(f"{args.model} is not class-conditional (trained without --labels); "
+                         "drop --label.")
+    if classes is not None:
+        if args.label is None or not 0 <= args.label < classes:
+            given = "no --label" if args.label is None else f"--label {args.label}"
+            raise InputError(f"{args.model} is class-conditional: give --label K with K in "
+                             f"0..{classes - 1} (got {given}).")
+        context["context"] = one_hot([args.label], classes,
+                                     tf.as_dtype(info["dtype"]).as_numpy_dtype)
 
     if kind == "keras":
         seed = None if args.seed < 0 else tf.constant([args.seed % (2**31 - 1), 0], tf.int32)
-        x = model.sample(args.num_samples, temperature=args.temperature, seed=seed).numpy()
+        x = model.sample(args.num_samples, temperature=args.temperature, seed=seed,
+                         **context).numpy()
     else:
         dtype = tf.as_dtype(info["dtype"])
         x = model.signatures["sample"](
             num_samples=tf.constant(args.num_samples, tf.int32),
             temperature=tf.constant(args.temperature, dtype),
-            seed=tf.constant(args.seed, tf.int64))["x"].numpy()
+            seed=tf.constant(args.seed, tf.int64), **context)["x"].numpy()
+    if classes is not None:
+        x = x[:, 0]  # the one row of the label
     _write_npy(out, x)
     flat = x.reshape(len(x), -1)
     d = flat.shape[1]
@@ -302,7 +381,8 @@ def sample(args):
         (math.isqrt(d),) * 2 if math.isqrt(d) ** 2 == d and d > 4 else None)
     png = out.with_suffix(".png")
     drew = plots.samples_picture(flat, image_shape, png,
-                                 title=f"samples at temperature {args.temperature:g}")
+                                 title=f"samples at temperature {args.temperature:g}"
+                                 + ("" if classes is None else f", label {args.label}"))
     print(f"wrote {len(x)} samples of shape {tuple(x.shape[1:])} to {out}"
           + (f" and {png}" if drew else ""))
     return 0
@@ -319,12 +399,17 @@ def evaluate(args):
 
     x = dataset.x.reshape((len(dataset.x),) + tuple(info["event_shape"]))
     x = x.astype(tf.as_dtype(info["dtype"]).as_numpy_dtype)
+    context = _labels_context(args, info, len(x))
     if kind == "keras":
-        log_p = model.predict(x, batch_size=256, verbose=0)
+        log_p = model.predict(x if context is None else {"x": x, "context": context},
+                              batch_size=256, verbose=0)
     else:
-        log_p = np.concatenate([
-            model.signatures["log_prob"](x=tf.constant(x[i:i + 1024]))["log_prob"].numpy()
-            for i in range(0, len(x), 1024)])
+        def served(i):
+            given = {"x": tf.constant(x[i:i + 1024])}
+            if context is not None:
+                given["context"] = tf.constant(context[i:i + 1024])
+            return model.signatures["log_prob"](**given)["log_prob"].numpy()
+        log_p = np.concatenate([served(i) for i in range(0, len(x), 1024)])
     nll = -float(np.mean(log_p))
     bpd = float(bits_per_dim(nll, expected, info["num_levels"]))
     print(json.dumps({"data": dataset.name, "count": len(x), "nll": nll, "bits_per_dim": bpd}))
@@ -341,7 +426,9 @@ def inpaint(args):
     if dataset.x.shape[1] != size:
         raise InputError(f"{args.data} has {dataset.x.shape[1]} values per example but the "
                          f"model expects {size}.")
+    context = _labels_context(args, info, len(dataset.x))
     x = dataset.x[: args.num_examples]
+    given = {} if context is None else {"context": context[: args.num_examples]}
     try:
         observed = hidden_mask(args.hide, dataset.image_shape, size, args.seed)
     except ValueError as err:
@@ -351,15 +438,15 @@ def inpaint(args):
     filled = model.inpaint(start.reshape(shape), observed.reshape(info["event_shape"]),
                            num_steps=args.num_steps,
                            step_size=lambda i: args.step_scale / (100.0 + i),
-                           noise=args.noise, seed=args.seed).numpy().reshape(len(x), -1)
+                           noise=args.noise, seed=args.seed, **given).numpy().reshape(len(x), -1)
     _write_npy(out, filled)
     hidden = ~observed
     report = {
         "count": int(len(x)),
         "mse_mean_filling": float(np.mean((start - x)[:, hidden] ** 2)),
         "mse_inpainted": float(np.mean((filled - x)[:, hidden] ** 2)),
-        "log_prob_before": float(np.mean(model.log_prob(start.reshape(shape)))),
-        "log_prob_after": float(np.mean(model.log_prob(filled.reshape(shape)))),
+        "log_prob_before": float(np.mean(model.log_prob(start.reshape(shape), **given))),
+        "log_prob_after": float(np.mean(model.log_prob(filled.reshape(shape), **given))),
     }
     if dataset.image_shape is not None:
         rows = np.concatenate([x, np.where(observed, x, 0.0), filled], axis=0)

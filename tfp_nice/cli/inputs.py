@@ -188,6 +188,57 @@ def load_dataset(spec, num_points=10000, num_levels=None, seed=0, float_levels=T
     return Dataset(path.stem, x, levels, image_shape)
 
 
+def load_labels(spec, data_spec, count, num_classes=None):
+    """Resolves `--labels`: `builtin` (the built-in digits' own labels) or a `.npy` or
+    `.csv` file of one whole-number class `0..K-1` per example, in the data's order.
+
+    Returns the labels (int64, shape `(count,)`) and the number of classes `K`
+    (`num_classes` when given, a model's; else the largest label + 1, at least 2).
+    """
+    if spec == "builtin":
+        if data_spec != "digits":
+            raise InputError(f"--labels builtin gives the built-in digits' labels; --data "
+                             f"{data_spec} has none built in: give a .npy or .csv file.")
+        labels = load_digits()[1]
+    else:
+        path = pathlib.Path(spec)
+        if not path.is_file():
+            raise InputError(f"--labels {spec}: no such file (a .npy or .csv of one class "
+                             "per example, or builtin for --data digits).")
+        if path.suffix.lower() not in (".npy", ".csv"):
+            raise InputError(f"--labels {spec}: expected a .npy or .csv file.")
+        labels, _, where = _read_array(path)
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise InputError(f"{path}: expected one label per example (shape (n,) or (n, 1)), "
+                             f"got shape {labels.shape}.")
+        if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype,
+                                                                          np.floating)):
+            raise InputError(f"{path}: expected whole-number class labels, got dtype "
+                             f"{labels.dtype}.")
+        bad = ~np.isfinite(labels) | (labels < 0) | (labels != np.round(labels))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise InputError(f"{path}: {where(row)} holds {labels[row].item()!r}, not a class label "
+                             "(a whole number >= 0).")
+    labels = np.asarray(labels).astype(np.int64)
+    if len(labels) != count:
+        raise InputError(f"--labels {spec} holds {len(labels)} labels for {count} examples of "
+                         "--data; give one label per example, in the same order.")
+    if num_classes is None:
+        num_classes = max(int(labels.max()) + 1, 2)
+    elif labels.max() >= num_classes:
+        raise InputError(f"--labels {spec}: label {int(labels.max())} is not one of the "
+                         f"model's {num_classes} classes (0..{num_classes - 1}).")
+    return labels, num_classes
+
+
+def one_hot(labels, num_classes, dtype="float32"):
+    """The context rows of a class-conditional model: one-hot labels."""
+    return np.eye(num_classes, dtype=dtype)[np.asarray(labels)]
+
+
 def is_saved_model(path):
     return path.is_dir() and (path / "saved_model.pb").is_file()
 
@@ -212,8 +263,10 @@ def load_model(path):
             meta = json.loads((path / "assets.extra" / "tfp_nice.json").read_text())
         except Exception as err:  # noqa: BLE001 - any failure means a bad folder
             raise InputError(f"{path} is not a readable tfp_nice SavedModel: {err}") from err
+        context = meta.get("context_shape")
         info = {"event_shape": tuple(meta["event_shape"]), "num_levels": meta["num_levels"],
-                "dtype": meta["dtype"]}
+                "dtype": meta["dtype"], "context_shape": None if context is None else tuple(
+                    context)}
         return "saved_model", loaded, info
     if path.suffix == ".keras" and path.is_file():
         try:
@@ -222,7 +275,9 @@ def load_model(path):
             raise InputError(f"{path} is not a readable .keras model: {err}") from err
         if not hasattr(model, "event_shape") or not hasattr(model, "log_prob"):
             raise InputError(f"{path} holds a {type(model).__name__}, not a tfp_nice model.")
+        context = getattr(model, "context_shape", None)
         info = {"event_shape": tuple(model.event_shape), "num_levels": model.num_levels,
-                "dtype": model.flow_dtype}
+                "dtype": model.flow_dtype, "context_shape": None if context is None else tuple(
+                    context)}
         return "keras", model, info
     raise InputError(f"{path} is neither a .keras file nor a SavedModel folder.")

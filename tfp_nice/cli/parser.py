@@ -98,6 +98,11 @@ def build_parser():
                             "images: affine_mnist (the library's dense recipe), glow_mnist "
                             "(the multi-scale convolutional flow) or nice_mnist (NICE's); "
                             "the architecture flags and --learning-rate must not be given")
+    train.add_argument("--labels", default=None,
+                       help="train a class-conditional flow p(x | label): class labels, one "
+                            "per example of --data in its order (a .npy or .csv of whole "
+                            "numbers 0..K-1, or builtin for the digits' own); the coupling "
+                            "networks see the one-hot label")
     train.add_argument("--validation-split", type=_fraction, default=0.1)
     train.add_argument("--test-split", type=_fraction, default=0.2)
     train.add_argument("--patience", type=int, default=20,
@@ -120,6 +125,9 @@ def build_parser():
     sample.add_argument("--seed", type=int, default=0,
                         help="a seed >= 0 repeats its samples; < 0 draws fresh ones "
                              "(default: 0)")
+    sample.add_argument("--label", type=int, default=None,
+                        help="a class-conditional model's class to sample (0..K-1); "
+                             "required for such a model")
     sample.add_argument("--out", default="samples.npy",
                         help="where to write the samples (.npy); a PNG is written beside it")
 
@@ -128,6 +136,8 @@ def build_parser():
     inpaint.add_argument("--data", default="digits", help=data_help + " (default: digits)")
     inpaint.add_argument("--hide", default="bottom", choices=list(HIDE),
                          help="which part to hide: a half of each image, or a random half")
+    inpaint.add_argument("--labels", default=None,
+                         help="a class-conditional model's labels of --data (as for train)")
     inpaint.add_argument("--num-examples", type=_positive_int, default=16)
     inpaint.add_argument("--num-steps", type=_positive_int, default=500)
     inpaint.add_argument("--step-scale", type=_positive_float, default=0.1,
@@ -143,6 +153,9 @@ def build_parser():
     evaluate = sub.add_parser("evaluate", help="NLL and bits/dim of a data set under a model")
     evaluate.add_argument("model", help="a model.keras file or a SavedModel folder")
     evaluate.add_argument("--data", required=True, help=data_help)
+    evaluate.add_argument("--labels", default=None,
+                          help="a class-conditional model's labels of --data (as for train): "
+                               "the NLL is then of p(x | label)")
     evaluate.add_argument("--num-points", type=_positive_int, default=10000)
     evaluate.add_argument("--seed", type=int, default=0)
     parser.subcommands = {"train": train, "sample": sample, "inpaint": inpaint,
