@@ -84,6 +84,8 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, mirrored_strategy):
     assert (tmp_path / "flow.keras").is_file()
     assert (tmp_path / "flow_saved_model" / "saved_model.pb").is_file()
     assert namespace["x"].shape == (5, 6)
+    assert namespace["sevens"].shape == (4, 1, 64)  # served given a context
+    assert "(3,) (4, 1, 64)" in out.getvalue()
     assert namespace["log_p"].shape == (5,)
     assert namespace["h"].shape == (5, 6)
     assert "[0.3 0.3 0.3]" in out.getvalue()

@@ -220,8 +220,8 @@ def load_labels(spec, data_spec, count, num_classes=None):
         bad = ~np.isfinite(labels) | (labels < 0) | (labels != np.round(labels))
         if bad.any():
             row = int(np.argmax(bad))
-            raise InputError(f"{path}: {where(row)} holds {labels[row].item()!r}, not a class label "
-                             "(a whole number >= 0).")
+            raise InputError(f"{path}: {where(row)} holds {labels[row].item()!r}, not a "
+                             "class label (a whole number >= 0).")
     labels = np.asarray(labels).astype(np.int64)
     if len(labels) != count:
         raise InputError(f"--labels {spec} holds {len(labels)} labels for {count} examples of "
