@@ -586,3 +586,32 @@ def test_the_flows_context_shape_must_be_its_steps():
                         context_shape=(0,))
     with pytest.raises(ValueError, match="learned_prior=True"):
         tn.FactorOutStep((2, 2, 2), [tn.ActNormStep((2, 2, 1))], context_shape=(2,))
+
+
+# --- the simulation-based-inference example's reference -----------------------------------
+
+
+def test_the_sbi_examples_exact_posterior_is_the_joint_gaussians_conditional():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "sbi_linear_gaussian.py"
+    if not path.is_file():
+        pytest.skip("examples/sbi_linear_gaussian.py is not here")
+    spec = importlib.util.spec_from_file_location("sbi_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    m, s = example.M, example.NOISE
+    # (theta, x) is jointly Gaussian: condition it the textbook way, independently of the
+    # example's precision form
+    cov_tx = m.T
+    cov_xx = m @ m.T + s ** 2 * np.eye(len(m))
+    x = np.random.default_rng(0).normal(size=(4, len(m)))
+    mean, cov = example.exact_posterior(x)
+    np.testing.assert_allclose(mean, x @ np.linalg.solve(cov_xx, cov_tx.T), atol=1e-10)
+    np.testing.assert_allclose(cov, np.eye(2) - cov_tx @ np.linalg.solve(cov_xx, cov_tx.T),
+                               atol=1e-10)
+    theta = np.random.default_rng(1).normal(size=(4, 2))
+    expected = tfd.MultivariateNormalTriL(mean, np.linalg.cholesky(cov)).log_prob(theta)
+    np.testing.assert_allclose(example.gaussian_log_prob(theta, mean, cov), expected,
+                               rtol=1e-10)
