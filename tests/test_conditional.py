@@ -615,3 +615,87 @@ def test_the_sbi_examples_exact_posterior_is_the_joint_gaussians_conditional():
     expected = tfd.MultivariateNormalTriL(mean, np.linalg.cholesky(cov)).log_prob(theta)
     np.testing.assert_allclose(example.gaussian_log_prob(theta, mean, cov), expected,
                                rtol=1e-10)
+
+
+# --- a prior given the context ------------------------------------------------------------
+
+MU = np.array([[2.0, -1.0, 0.5], [-3.0, 0.0, 1.5]])
+SIGMA = np.array([[0.5, 1.0, 2.0], [1.5, 0.3, 0.8]])
+
+
+def _class_prior_flow():
+    reverse = tn.PermutationStep((3,), np.array([2, 1, 0]), name="reverse")
+    model = tn.Flow([reverse, tn.CouplingStep((3,), tn.partition_mask("halves", (3,)),
+                                              hidden_units=(4,), context_shape=(2,),
+                                              name="coupling")],
+                    context_shape=(2,), conditional_prior=True, seed=0)
+    # the prior's location and log-scale of class k, by hand: one-hot rows pick them
+    kernel = np.concatenate([MU, np.log(SIGMA)], axis=1)
+    model.prior_network.kernel.assign(kernel.astype("float32"))
+    return model
+
+
+def test_a_conditional_prior_is_the_closed_form_class_conditional_density():
+    model = _class_prior_flow()  # the coupling is the identity at the start
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 3)).astype("float32")
+    y = np.array([0, 1, 1, 0, 1, 0])
+    onehot = np.eye(2, dtype="float32")[y]
+    z = x[:, ::-1]
+    expected = tfd.Normal(MU[y], SIGMA[y]).log_prob(z).numpy().sum(1)
+    np.testing.assert_allclose(model.log_prob(x, context=onehot), expected, rtol=1e-5)
+    np.testing.assert_allclose(model.conditional_distribution(onehot).log_prob(x), expected,
+                               rtol=1e-5)
+    # samples: each class's location and spread; the temperature scales the spread only
+    for t in (1.0, 0.5):
+        drawn = model.sample(20000, temperature=t, seed=1, context=np.eye(2, dtype="float32"))
+        latent = drawn.numpy()[..., ::-1]  # (n, 2 classes, 3)
+        np.testing.assert_allclose(latent.mean(0), MU, atol=0.05 * SIGMA.max() / 0.5)
+        np.testing.assert_allclose(latent.std(0), t * SIGMA, rtol=0.03)
+
+
+def test_a_conditional_prior_trains_saves_and_serves(tmp_path):
+    model = _class_prior_flow()
+    y = np.random.default_rng(0).integers(0, 2, 2000)
+    x = (MU[y] + SIGMA[y] * np.random.default_rng(1).normal(size=(2000, 3)))[:, ::-1]
+    x = x.astype("float32")
+    onehot = np.eye(2, dtype="float32")[y]
+    model.prior_network.kernel.assign(np.zeros((2, 6), "float32"))  # start standard
+    model.compile(keras.optimizers.Adam(5e-2))
+    model.fit(x, onehot, epochs=30, batch_size=200, verbose=0)
+    truth = tfd.Normal(MU[y], SIGMA[y]).log_prob(x[:, ::-1]).numpy().sum(1)
+    assert abs(float(np.mean(truth - model.log_prob(x, context=onehot)))) < 0.05
+    model.save(tmp_path / "prior.keras")
+    loaded = keras.models.load_model(tmp_path / "prior.keras")
+    assert loaded.conditional_prior
+    np.testing.assert_allclose(loaded.log_prob(x[:50], context=onehot[:50]),
+                               model.log_prob(x[:50], context=onehot[:50]), rtol=1e-6)
+    model.export(str(tmp_path / "served"))
+    status, out = serve_fresh(tmp_path / "served", tmp_path, x=x[:50], c=onehot[:50],
+                              cs=np.eye(2, dtype="float32"), n=4000)
+    np.testing.assert_allclose(out["log_prob"], model.log_prob(x[:50], context=onehot[:50]),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["seeded_a"][..., ::-1].mean(0), MU, atol=0.15)
+    np.testing.assert_allclose(out["seeded_a"][..., ::-1].std(0), SIGMA, rtol=0.1)
+
+
+def test_a_conditional_nice_prior_is_saved(tmp_path):
+    model = tn.NICE((3,), num_couplings=2, hidden_units=(4,), context_shape=(2,),
+                    conditional_prior=True)
+    model.prior_network.kernel.assign(np.full((2, 6), 0.3, "float32"))
+    x, c = np.ones((2, 3), "float32"), np.eye(2, dtype="float32")
+    model.save(tmp_path / "nice.keras")
+    loaded = keras.models.load_model(tmp_path / "nice.keras")
+    assert loaded.conditional_prior
+    np.testing.assert_allclose(loaded.log_prob(x, context=c), model.log_prob(x, context=c),
+                               rtol=1e-6)
+
+
+def test_a_conditional_prior_needs_a_context_and_a_named_prior():
+    mask = tn.partition_mask("halves", (2,))
+    with pytest.raises(ValueError, match="conditional_prior=True needs a conditional flow"):
+        tn.Flow([tn.CouplingStep((2,), mask, hidden_units=(4,))], conditional_prior=True)
+    custom = tfd.Independent(tfd.Normal(tf.zeros(2), 1.0), 1)
+    with pytest.raises(ValueError, match="named prior"):
+        tn.Flow([tn.CouplingStep((2,), mask, hidden_units=(4,), context_shape=(2,))],
+                context_shape=(2,), prior=custom, conditional_prior=True)

@@ -115,7 +115,7 @@ class _Server(tf.Module):
                     ["temperature must be a finite float > 0; got", temperature]),
             ]
 
-        def latent_draw(count, seed):
+        def stateless_seed(seed):
             # A random op alone repeats itself in every process that loads the
             # model when a global seed was set at export (its op seed is frozen
             # in the graph); the clock tells processes apart, the op tells calls.
@@ -123,8 +123,10 @@ class _Server(tf.Module):
             fresh = tf.bitwise.bitwise_xor(
                 clock, tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32))
             given = tf.stack([tf.cast(seed % (2**31 - 1), tf.int32), 0])
-            stateless = tf.where(seed >= 0, given, fresh)
-            return model.base_distribution.sample(count, seed=stateless)
+            return tf.where(seed >= 0, given, fresh)
+
+        def latent_draw(count, seed):
+            return model.base_distribution.sample(count, seed=stateless_seed(seed))
 
         context_shape = _context_shape(model)
         if context_shape is None:
@@ -179,15 +181,11 @@ class _Server(tf.Module):
             @tf.function(input_signature=sample_specs + [context_spec])
             def sample(num_samples, temperature, seed, context):
                 c = given(context)
-                rows = tf.shape(c)[0]
                 with tf.control_dependencies(sample_checks(num_samples, temperature)):
-                    z = latent_draw(num_samples * rows, seed)
-                # draw k of row i is at k * rows + i, as in Flow.sample
-                repeated = tf.tile(c, tf.concat([[num_samples], tf.ones_like(
-                    tf.shape(c)[1:])], 0))
-                x = model.decode(z * temperature, context=repeated)
-                return {"x": tf.reshape(x, tf.concat([[num_samples, rows], tf.shape(x)[1:]],
-                                                     0))}
+                    stateless = stateless_seed(seed)
+                # the model's own draw: n per row, [:, i] given row i, as Flow.sample
+                x = model._sample_rows(num_samples, model._embed(c), temperature, stateless)
+                return {"x": x}
 
         @tf.function(input_signature=[])
         def metadata():

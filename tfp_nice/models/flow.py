@@ -151,7 +151,8 @@ class Flow(keras.Model):
     def __init__(self, steps: Sequence[FlowStep], prior: str | tfd.Distribution = "normal",
                  num_levels: int | None = None, seed: int = 0,
                  context_shape: Sequence[int] | None = None,
-                 embedding: keras.layers.Layer | None = None, **kwargs: Any) -> None:
+                 embedding: keras.layers.Layer | None = None, conditional_prior: bool = False,
+                 **kwargs: Any) -> None:
         """Builds the model over its steps.
 
         Args:
@@ -173,6 +174,11 @@ class Flow(keras.Model):
             conditional steps take, once per call, trained with the flow and
             saved with it (a layer Keras can serialize). The steps are built
             with its output shape as their `context_shape`.
+          conditional_prior: a conditional flow's prior given the context: the
+            named prior's location and log-scale per latent entry are a dense
+            map of the (embedded) context, starting at zero (the standard
+            prior), trained with the flow (a class-conditional prior, Glow's
+            `y`-conditioned top prior).
           **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
         Raises:
@@ -227,6 +233,18 @@ class Flow(keras.Model):
                              f"of shape {taken}; give context_shape={taken} (got "
                              f"{self.context_shape}).")
         self.steps = steps
+        self.conditional_prior = bool(conditional_prior)
+        self.prior_network = None
+        if self.conditional_prior:
+            if not self.conditional or not isinstance(prior, str):
+                raise ValueError(f"{type(self).__name__}: conditional_prior=True needs a "
+                                 "conditional flow (context_shape) and a named prior "
+                                 f"({', '.join(PRIORS)}).")
+            size = int(np.prod(self.latent_shape))
+            self.prior_network = keras.layers.Dense(
+                2 * size, kernel_initializer="zeros", bias_initializer="zeros",
+                dtype=self.dtype_policy, name="prior_network")
+            self.prior_network.build((None, int(np.prod(embedded))))
         self.data_initialized = self.add_weight(
             shape=(), initializer="zeros", dtype="int32", trainable=False,
             name="data_initialized")
@@ -285,9 +303,39 @@ class Flow(keras.Model):
         once only when `n == N` (one per row): for `n` per row use
         `Flow.sample(n, context=c)`.
         """
-        return tfd.TransformedDistribution(self.base_distribution,
-                                           self.conditional_bijector(context),
+        if not self.conditional:
+            self.conditional_bijector(context)  # the error
+        c = self._embed(self._as_context(context))
+        return tfd.TransformedDistribution(self._base_given(c), self._generator(c),
                                            name=type(self).__name__)
+
+    def _base_given(self, c):
+        """The prior of the latents of rows given embedded context rows `c` (batch shape
+        `(N,)` with a conditional prior; the flow's own prior otherwise)."""
+        if self.prior_network is None:
+            return self.base_distribution
+        params = tf.cast(self.prior_network(tf.reshape(c, [tf.shape(c)[0], -1])),
+                         self.flow_dtype)
+        shape = tf.concat([tf.shape(c)[:1], self.latent_shape], 0)
+        loc, log_scale = (tf.reshape(p, shape) for p in tf.split(params, 2, axis=1))
+        family = tfd.Logistic if self.prior == "logistic" else tfd.Normal
+        return tfd.Independent(family(loc, tf.exp(log_scale)),
+                               reinterpreted_batch_ndims=len(self.latent_shape))
+
+    def _sample_rows(self, num_samples, c, temperature, seed):
+        """`num_samples` draws per embedded context row of `c`, `(num_samples, N, ...)`;
+        the temperature scales each latent's spread about its prior's location."""
+        rows = tf.shape(c)[0]
+        repeated = tf.tile(c, tf.concat([[num_samples], tf.ones_like(tf.shape(c)[1:])], 0))
+        if self.prior_network is None:
+            z = self.base_distribution.sample(num_samples * rows, seed=seed)
+            z = z * tf.cast(temperature, z.dtype)
+        else:
+            base = self._base_given(repeated)
+            loc = base.distribution.loc
+            z = loc + tf.cast(temperature, loc.dtype) * (base.sample(seed=seed) - loc)
+        x = self._generator(repeated).forward(z)
+        return tf.reshape(x, tf.concat([[num_samples, rows], tf.shape(x)[1:]], 0))
 
     def _as_context(self, context, x=None):
         """`context` as a tensor of the flow's dtype and shape `(N, *context_shape)`, with
@@ -387,7 +435,8 @@ class Flow(keras.Model):
         x = self._as_input(x)
         if not self.conditional and context is None:
             return self.distribution.log_prob(x)
-        return tfd.TransformedDistribution(self.base_distribution, self._bound(x, context),
+        c = self._embed(self._as_context(context, x))
+        return tfd.TransformedDistribution(self._base_given(c), self._generator(c),
                                            name=type(self).__name__).log_prob(x)
 
     def encode(self, x, context=None) -> tf.Tensor:
@@ -412,7 +461,8 @@ class Flow(keras.Model):
         multiplied by `T` before decoding: the prior's scale becomes `T`
         (a logistic of scale `T`, a normal of standard deviation `T`), and
         `T < 1` trades diversity for samples nearer the modes. `T = 1` samples
-        the model itself.
+        the model itself. With a `conditional_prior`, `T` scales each latent's
+        spread about the location its context gives it.
 
         Args:
           num_samples: int >= 0.
@@ -426,11 +476,7 @@ class Flow(keras.Model):
         if c is None:
             z = self.base_distribution.sample(int(num_samples), seed=seed)
             return self.decode(z * tf.cast(temperature, z.dtype))
-        rows = tf.shape(c)[0]
-        z = self.base_distribution.sample(int(num_samples) * rows, seed=seed)
-        repeated = tf.tile(c, tf.concat([[int(num_samples)], tf.ones_like(tf.shape(c)[1:])], 0))
-        x = self._generator(repeated).forward(z * tf.cast(temperature, z.dtype))
-        return tf.reshape(x, tf.concat([[int(num_samples), rows], tf.shape(x)[1:]], 0))
+        return self._sample_rows(int(num_samples), c, temperature, seed)
 
     def inpaint(self, x, observed_mask, num_steps: int = 500,
                 step_size: None | str | float | Callable[[int], float] = None,
@@ -740,7 +786,8 @@ class Flow(keras.Model):
                 "prior": self.prior, "num_levels": self.num_levels, "seed": self.seed,
                 "context_shape": None if self.context_shape is None else list(
                     self.context_shape),
-                **embedding_config(self.embedding)}
+                **embedding_config(self.embedding),
+                **({"conditional_prior": True} if self.conditional_prior else {})}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -237,6 +237,8 @@ class NICE(Flow):
         if self.conditional:  # files of unconditional models stay as they were
             config["context_shape"] = list(self.context_shape)
             config.update(embedding_config(self.embedding))
+            if self.conditional_prior:
+                config["conditional_prior"] = True
         # keras.Model's own entries (name, trainable, dtype); the steps follow from the flags.
         return {**keras.Model.get_config(self), **config}
 
