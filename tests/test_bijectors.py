@@ -746,4 +746,4 @@ def test_bad_arguments_of_the_new_bijectors():
         tn.LULinear(init["lower"], init["upper"], init["log_diag"], init["sign"],
                     init["permutation"], (5,))
     with pytest.raises(ValueError, match="coupling must be one of"):
-        tn.nice_bijector((4,), [lambda a: a], coupling="spline")
+        tn.nice_bijector((4,), [lambda a: a], coupling="quadratic")

@@ -555,6 +555,7 @@ def test_preset_refuses_architecture_flags(capsys, existing_out, flags, message)
 _PRESET_FLAGS_AT_DEFAULTS = [["--flow", "nice"], ["--scales", "2"], ["--steps-per-scale", "4"],
                              ["--couplings", "4"], ["--hidden", "64", "64"],
                              ["--partition", "odd_even"], ["--coupling", "additive"],
+                             ["--num-bins", "8"], ["--tail-bound", "3"],
                              ["--actnorm"], ["--permutation", "none"],
                              ["--rescaling-init", "data"], ["--prior", "logistic"],
                              ["--no-rescaling"], ["--learning-rate", "0.001"]]

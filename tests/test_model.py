@@ -601,7 +601,7 @@ def test_data_init_under_mirrored_strategy_matches_one_device(mirrored_strategy)
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"coupling": "spline"}, "coupling"),
+    ({"coupling": "quadratic"}, "coupling"),
     ({"permutation": "shuffle"}, "permutation"),
     ({"actnorm": 1}, "actnorm"),
     ({"rescaling_init": "ones"}, "rescaling_init"),

@@ -323,7 +323,7 @@ def test_multiscale_steps_says_which_sides_the_scales_need():
     with pytest.raises(ValueError, match="num_scales must be an int >= 1"):
         tn.multiscale_steps((8, 8, 1), num_scales=0)
     with pytest.raises(ValueError, match="coupling must be one of"):
-        tn.multiscale_steps((8, 8, 1), coupling="spline")
+        tn.multiscale_steps((8, 8, 1), coupling="quadratic")
 
 
 def test_a_multiscale_flow_does_what_every_flow_does(tmp_path):

@@ -15,8 +15,9 @@ from tfp_nice.data import bits_per_dim, dequantize, two_moons
                                                    "Received: hidden_units entry=2.5"),
     (lambda: tn.NICE((6,), num_levels=1), "num_levels must be an int >= 2. Received: "
                                           "num_levels=1"),
-    (lambda: tn.NICE((6,), coupling="spline"), "coupling must be one of ('additive', "
-                                               "'affine'). Received: coupling='spline'"),
+    (lambda: tn.NICE((6,), coupling="quadratic"), "coupling must be one of ('additive', "
+                                                  "'affine', 'spline'). Received: "
+                                                  "coupling='quadratic'"),
     (lambda: tn.NICE((6,), permutation="shuffle"), "Received: permutation='shuffle'"),
     (lambda: tn.NICE((6,), actnorm=1), "actnorm must be True or False. Received: actnorm=1"),
     (lambda: tn.NICE((6,), rescaling_init="ones"), "Received: rescaling_init='ones'"),

@@ -30,6 +30,7 @@ _NAMES = {
     "LULinear": "tfp_nice.bijectors",
     "Permutation": "tfp_nice.bijectors",
     "Rescaling": "tfp_nice.bijectors",
+    "SplineCoupling": "tfp_nice.bijectors",
     "Squeeze": "tfp_nice.bijectors",
     "check_mask": "tfp_nice.bijectors",
     "coupling_masks": "tfp_nice.bijectors",
@@ -39,6 +40,7 @@ _NAMES = {
     "partition_mask": "tfp_nice.bijectors",
     "random_permutation": "tfp_nice.bijectors",
     "reverse_permutation": "tfp_nice.bijectors",
+    "spline_parameter_count": "tfp_nice.bijectors",
     "export_saved_model": "tfp_nice.export",
     "Flow": "tfp_nice.models",
     "NICE": "tfp_nice.models",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         LULinear,
         Permutation,
         Rescaling,
+        SplineCoupling,
         Squeeze,
         check_mask,
         coupling_masks,
@@ -85,6 +88,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         partition_mask,
         random_permutation,
         reverse_permutation,
+        spline_parameter_count,
     )
     from tfp_nice.export import export_saved_model
     from tfp_nice.models import (

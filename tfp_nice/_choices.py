@@ -6,7 +6,7 @@ They live here, away from TensorFlow, so that the command line can offer them in
 """
 
 PARTITIONS = ("halves", "odd_even", "checkerboard", "channel")
-COUPLING_KINDS = ("additive", "affine")
+COUPLING_KINDS = ("additive", "affine", "spline")
 PERMUTATIONS = (None, "reverse", "random", "lu")
 FLOWS = ("nice", "multiscale")  # what `tfp-nice train --flow` builds
 HIDE = ("bottom", "top", "left", "right", "random")

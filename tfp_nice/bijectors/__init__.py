@@ -11,6 +11,7 @@ from tfp_nice.bijectors.masks import PARTITIONS, check_mask, partition_mask
 from tfp_nice.bijectors.nice import COUPLINGS, coupling_masks, generator, nice_bijector
 from tfp_nice.bijectors.permutation import Permutation, random_permutation, reverse_permutation
 from tfp_nice.bijectors.rescaling import Rescaling
+from tfp_nice.bijectors.spline_coupling import SplineCoupling, spline_parameter_count
 from tfp_nice.bijectors.squeeze import Squeeze, squeezed_shape
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "PARTITIONS",
     "Permutation",
     "Rescaling",
+    "SplineCoupling",
     "Squeeze",
     "check_mask",
     "coupling_masks",
@@ -35,5 +37,6 @@ __all__ = [
     "partition_mask",
     "random_permutation",
     "reverse_permutation",
+    "spline_parameter_count",
     "squeezed_shape",
 ]

@@ -8,12 +8,13 @@ from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
 from tfp_nice.bijectors.affine_coupling import AffineCoupling
 from tfp_nice.bijectors.masks import check_mask, partition_mask
 from tfp_nice.bijectors.rescaling import Rescaling
+from tfp_nice.bijectors.spline_coupling import SplineCoupling, spline_parameter_count
 
 tfb = tfp.bijectors
 
 __all__ = ["COUPLINGS", "coupling_masks", "generator", "nice_bijector"]
 
-COUPLINGS = dict(zip(COUPLING_KINDS, (AdditiveCoupling, AffineCoupling)))
+COUPLINGS = dict(zip(COUPLING_KINDS, (AdditiveCoupling, AffineCoupling, SplineCoupling)))
 
 
 def coupling_masks(event_shape, num_couplings, partition="odd_even"):
@@ -97,7 +98,8 @@ def nice_bijector(
 
     where coupling `k` uses the `k`-th shift network and the partition flips
     between consecutive couplings, and the rescaling is the last layer of `f`.
-    With `coupling="affine"` the couplings are `AffineCoupling`s (RealNVP).
+    With `coupling="affine"` the couplings are `AffineCoupling`s (RealNVP),
+    with `"spline"` `SplineCoupling`s (8 bins on `[-3, 3]`).
     This function returns `g = f^{-1}` as `tfb.Invert(f)` (see `generator`,
     which chains any list of layers of `f`, e.g. with ActNorms or
     permutations between the couplings), so that
@@ -117,7 +119,9 @@ def nice_bijector(
         log-scales (Tensor or variable) of the event shape or of its trailing
         dimensions (e.g. `(c,)`, one per channel).
       coupling: `"additive"` (NICE; the networks return shifts) or
-        `"affine"` (RealNVP; the networks return `(shift, log_scale)`).
+        `"affine"` (RealNVP; the networks return `(shift, log_scale)`), or
+        `"spline"` (Neural Spline Flows; the networks return
+        `spline_parameter_count(8) = 23` raw values per transformed entry).
       validate_args: passed to every bijector.
       name: name of the returned bijector.
 
@@ -159,10 +163,14 @@ def nice_bijector(
     layers = []
     for k, (fn, mask) in enumerate(zip(shift_fns, masks)):
         expected = getattr(fn, "output_units", None)
-        if expected is not None and expected != int((~mask).sum()):
+        n_b = int((~mask).sum())
+        wanted = n_b * spline_parameter_count(8) if coupling == "spline" else n_b
+        if expected is not None and expected != wanted:
+            what = (f"needs {wanted} ({spline_parameter_count(8)} spline parameters for each "
+                    f"of the {n_b} entries it transforms)" if coupling == "spline"
+                    else f"transforms {n_b} entries")
             raise ValueError(
-                f"Shift network {k} returns {expected} values but coupling {k} "
-                f"transforms {int((~mask).sum())} entries."
+                f"Shift network {k} returns {expected} values but coupling {k} {what}."
             )
         layers.append(
             COUPLINGS[coupling](fn, mask, validate_args=validate_args, name=f"coupling_{k}")

@@ -78,7 +78,8 @@ def _scores(model, x, batch_size, context=None):
 # The flags a preset fixes, with the name the error message gives them.
 _PRESET_FIXES = {"flow": "--flow", "scales": "--scales", "steps_per_scale": "--steps-per-scale",
                  "couplings": "--couplings", "hidden": "--hidden", "partition": "--partition",
-                 "coupling": "--coupling", "actnorm": "--actnorm",
+                 "coupling": "--coupling", "num_bins": "--num-bins",
+                 "tail_bound": "--tail-bound", "actnorm": "--actnorm",
                  "permutation": "--permutation", "rescaling_init": "--rescaling-init",
                  "prior": "--prior", "no_rescaling": "--no-rescaling",
                  "learning_rate": "--learning-rate"}
@@ -119,6 +120,19 @@ _NICE_ONLY = {"couplings": "--couplings", "partition": "--partition", "actnorm":
 _MULTISCALE_ONLY = {"scales": "--scales", "steps_per_scale": "--steps-per-scale"}
 
 
+def _spline_options(args, coupling):
+    """`--num-bins` and `--tail-bound` for a spline coupling; an error for another."""
+    given = {key: getattr(args, key) for key in ("num_bins", "tail_bound")
+             if key in args.typed}
+    if coupling != "spline":
+        if given:
+            flags = ", ".join("--" + key.replace("_", "-") for key in given)
+            raise InputError(f"{flags} shape spline couplings; add --coupling spline or drop "
+                             "them.")
+        return {}
+    return {"num_bins": args.num_bins or 8, "tail_bound": args.tail_bound or 3.0}
+
+
 def _multiscale(args, dataset, context_shape=None):
     """The flow of `--flow multiscale` over the data's images."""
     nice_only = [flag for key, flag in _NICE_ONLY.items() if key in args.typed]
@@ -141,11 +155,14 @@ def _multiscale(args, dataset, context_shape=None):
                     "steps_per_scale": args.steps_per_scale, "hidden_channels": args.hidden,
                     "coupling": args.coupling or "affine", "prior": args.prior or "normal",
                     "logit_alpha": logit}
+    architecture.update(_spline_options(args, architecture["coupling"]))
     steps = multiscale_steps(shape, num_scales=args.scales,
                              steps_per_scale=args.steps_per_scale,
                              hidden_channels=tuple(args.hidden),
                              coupling=architecture["coupling"], logit_alpha=logit,
-                             context_shape=context_shape, seed=args.seed)
+                             context_shape=context_shape, seed=args.seed,
+                             num_bins=architecture.get("num_bins"),
+                             tail_bound=architecture.get("tail_bound"))
     model = Flow(steps, prior=architecture["prior"], num_levels=dataset.num_levels,
                  seed=args.seed, context_shape=context_shape, name="multiscale")
     return model, architecture, shape
@@ -200,6 +217,7 @@ def train(args):
             "permutation": None if args.permutation == "none" else args.permutation,
             "rescaling": not args.no_rescaling, "rescaling_init": args.rescaling_init,
         }
+        architecture.update(_spline_options(args, architecture["coupling"]))
         model = NICE(event_shape, num_couplings=args.couplings,
                      hidden_units=tuple(args.hidden), prior=args.prior or "logistic",
                      num_levels=dataset.num_levels, seed=args.seed,

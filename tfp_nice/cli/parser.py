@@ -77,8 +77,14 @@ def build_parser():
                        help="how each coupling splits an example (default: odd_even, NICE's); "
                             "checkerboard and channel keep image data in their shape")
     train.add_argument("--coupling", default=None, choices=list(COUPLING_KINDS),
-                       help="additive (NICE) or affine (RealNVP) couplings (default: additive; "
-                            "affine with --flow multiscale)")
+                       help="additive (NICE), affine (RealNVP) or spline (Neural Spline Flows' "
+                            "rational-quadratic splines) couplings (default: additive; affine "
+                            "with --flow multiscale)")
+    train.add_argument("--num-bins", type=_positive_int, default=None,
+                       help="--coupling spline: bins of each spline (default: 8)")
+    train.add_argument("--tail-bound", type=_positive_float, default=None,
+                       help="--coupling spline: the splines act on [-B, B], the identity "
+                            "outside (default: 3)")
     train.add_argument("--actnorm", action="store_true",
                        help="an ActNorm before each coupling, started from a sample of the "
                             "training data")

@@ -104,6 +104,8 @@ class NICE(Flow):
         logit_alpha: float | None = None,
         context_shape: Sequence[int] | None = None,
         embedding: keras.layers.Layer | None = None,
+        num_bins: int | None = None,
+        tail_bound: float | None = None,
         **kwargs: Any,
     ) -> None:
         """Builds the model and all its weights.
@@ -126,8 +128,10 @@ class NICE(Flow):
           num_levels: number of discrete levels the data were dequantized from
             (e.g. 256 for MNIST, 17 for scikit-learn's digits), used for
             bits/dim; `None` for continuous data.
-          coupling: `"additive"` (NICE) or `"affine"` (RealNVP, with the
-            log-scale bounded by a learned `scale * tanh`).
+          coupling: `"additive"` (NICE), `"affine"` (RealNVP, with the
+            log-scale bounded by a learned `scale * tanh`) or `"spline"`
+            (Neural Spline Flows' monotone rational-quadratic splines, the
+            identity outside `[-tail_bound, tail_bound]`).
           permutation: `None` (NICE: the partition alternates), `"reverse"`,
             `"random"` (fixed, drawn from `seed`, saved with the model) or
             `"lu"` (a learned invertible linear map, LU-parameterised,
@@ -154,6 +158,10 @@ class NICE(Flow):
             for the methods that take `context=`).
           embedding: `None`, or a Keras layer mapping the raw context rows to
             what the coupling networks see (see `Flow`).
+          num_bins: a spline coupling's bins per entry (default 8).
+          tail_bound: a spline coupling's interval `[-B, B]` (default 3.0; the
+            data-dependent rescaling, NICE's last step, does not reach the
+            couplings, so choose it for the data as the couplings see it).
           **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
         Raises:
@@ -180,6 +188,7 @@ class NICE(Flow):
             base = prior
         self.activation = activation
         self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
+        self.num_bins, self.tail_bound = num_bins, tail_bound
         self.permutation = check_choice(permutation, PERMUTATIONS, "permutation")
         self.actnorm = check_flag(actnorm, "actnorm")
         self.rescaling_init = check_choice(rescaling_init, RESCALING_INITS, "rescaling_init")
@@ -197,7 +206,7 @@ class NICE(Flow):
             coupling=coupling, permutation=permutation, actnorm=actnorm, rescaling=rescaling,
             rescaling_init=rescaling_init, target_std=target_std, activation=activation,
             seed=seed, dtype=policy, logit_alpha=self.logit_alpha,
-            context_shape=steps_context)
+            context_shape=steps_context, num_bins=num_bins, tail_bound=tail_bound)
         super().__init__(steps, prior=prior, num_levels=num_levels, seed=seed,
                          context_shape=context_shape, embedding=embedding, **kwargs)
 
@@ -234,6 +243,9 @@ class NICE(Flow):
             "seed": self.seed,
             "logit_alpha": self.logit_alpha,
         }
+        if self.coupling == "spline":  # files of other models stay as they were
+            step = self._steps_of(CouplingStep)[0]
+            config.update(num_bins=step.num_bins, tail_bound=step.tail_bound)
         if self.conditional:  # files of unconditional models stay as they were
             config["context_shape"] = list(self.context_shape)
             config.update(embedding_config(self.embedding))

@@ -1,4 +1,4 @@
-"""The coupling step: an additive or affine coupling and the network it owns."""
+"""The coupling step: an additive, affine or spline coupling and the network it owns."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from numpy.typing import ArrayLike
 
 from tfp_nice._validation import check_choice
 from tfp_nice.bijectors import COUPLINGS, check_mask
+from tfp_nice.bijectors.spline_coupling import (DEFAULT_BINS, DEFAULT_TAIL_BOUND,
+                                                spline_parameter_count)
 from tfp_nice.bijectors._partition import MaskPartition
 from tfp_nice.networks import SCALES, CouplingConvNet, CouplingMLP
 from tfp_nice.steps.base import FlowStep, check_context_shape, under_policy
@@ -19,12 +21,15 @@ __all__ = ["CouplingStep"]
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
 class CouplingStep(FlowStep):
-    """An additive (NICE) or affine (RealNVP) coupling whose network this step owns.
+    """An additive (NICE), affine (RealNVP) or spline coupling whose network this step owns.
 
     `mask` (`True` = conditioning part A) splits the event; the network maps
-    part A to what changes part B: its shift (`coupling="additive"`), or its
+    part A to what changes part B: its shift (`coupling="additive"`), its
     shift and log-scale (`"affine"`, a pair or one tensor holding both on its
-    last axis). Part A arrives in the shape the mask gives it: a mask that
+    last axis), or the `3 * num_bins - 1` raw parameters per entry of part B
+    of a monotone rational-quadratic spline on `[-tail_bound, tail_bound]`,
+    the identity outside (`"spline"`, Neural Spline Flows; see
+    `SplineCoupling`). Part A arrives in the shape the mask gives it: a mask that
     picks channels of an `(h, w, c)` event (the `"channel"` partition) gives
     an image `(h, w, c_a)`, so a `keras.layers.Conv2D` stack can be the
     network; any other mask gives a flat vector of its `n_a` entries.
@@ -55,6 +60,7 @@ class CouplingStep(FlowStep):
                  network: keras.layers.Layer | Callable[[tuple, tuple], keras.layers.Layer]
                  | None = None, hidden_channels: Sequence[int] | None = None,
                  scale: str = "bounded", context_shape: Sequence[int] | None = None,
+                 num_bins: int | None = None, tail_bound: float | None = None,
                  **kwargs: Any) -> None:
         """Builds the step and its network's weights.
 
@@ -64,15 +70,15 @@ class CouplingStep(FlowStep):
           hidden_units: widths of the hidden layers of a default dense network
             (a `CouplingMLP` whose last layer starts at zero, so a fresh step is
             the identity).
-          coupling: `"additive"` or `"affine"`.
+          coupling: `"additive"`, `"affine"` or `"spline"`.
           activation: the default network's activation.
           network: instead of a default network, a Keras layer, or a factory
             `network(part_shape, output_shape) -> keras layer`, called with the
             shape of part A and the shape the network must return (part B's,
-            with twice its last axis for an affine coupling; both without the
-            batch axis), under the step's dtype policy (layers it makes without
-            a `dtype` take the step's). Start its last layer at zero to start
-            at the identity.
+            with twice its last axis for an affine coupling, `3 * num_bins - 1`
+            times for a spline; both without the batch axis), under the step's
+            dtype policy (layers it makes without a `dtype` take the step's).
+            Start its last layer at zero to start at the identity.
           hidden_channels: widths of the hidden convolutions of a default
             convolutional network (a `CouplingConvNet`, last layer at zero),
             for a mask that picks channels of an `(h, w, c)` event.
@@ -80,10 +86,14 @@ class CouplingStep(FlowStep):
             `"sigmoid"`.
           context_shape: `None` (unconditional), or the shape of one context
             row the coupling is conditioned on (see above).
+          num_bins: a spline coupling's bins per entry (default 8).
+          tail_bound: a spline coupling's `B`: the splines act on `[-B, B]`
+            and are the identity outside (default 3.0).
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
 
         Raises:
-          ValueError: for a bad mask, coupling or scale, not exactly one of
+          ValueError: for a bad mask, coupling or scale, `num_bins` or
+            `tail_bound` for a coupling that is not a spline, not exactly one of
             `hidden_units`, `hidden_channels` and `network`, or
             `hidden_channels` with a mask that does not pick channels.
           TypeError: for a `network` that is not a Keras layer or a callable
@@ -93,12 +103,25 @@ class CouplingStep(FlowStep):
         self.mask = check_mask(mask, self.event_shape)
         self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
         self.scale = check_choice(scale, SCALES, "scale")
+        if self.coupling == "spline":
+            if self.scale != "bounded":
+                raise ValueError(f"{self.name}: scale={self.scale!r} shapes an affine "
+                                 "coupling's log-scale; a spline coupling has none.")
+            self.num_bins = DEFAULT_BINS if num_bins is None else num_bins
+            self.tail_bound = DEFAULT_TAIL_BOUND if tail_bound is None else tail_bound
+            COUPLINGS["spline"](lambda x: x, self.mask, num_bins=self.num_bins,
+                                tail_bound=self.tail_bound)  # checks both, builds nothing
+        elif num_bins is not None or tail_bound is not None:
+            raise ValueError(f"{self.name}: num_bins and tail_bound shape a spline coupling; "
+                             f"this one is {self.coupling!r}. Received: num_bins={num_bins!r}, "
+                             f"tail_bound={tail_bound!r}")
         self._context_shape = check_context_shape(context_shape, self.name)
         units = None if self._context_shape is None else math.prod(self._context_shape)
         partition = MaskPartition(self.mask)
         self.part_shape, part_b = partition.shape_a, partition.shape_b
-        self.network_output_shape = (part_b if coupling == "additive"
-                                     else part_b[:-1] + (2 * part_b[-1],))
+        widths = {"additive": 1, "affine": 2}
+        per_entry = widths.get(self.coupling) or spline_parameter_count(self.num_bins)
+        self.network_output_shape = part_b[:-1] + (per_entry * part_b[-1],)
         given = [k for k, v in (("hidden_units", hidden_units),
                                 ("hidden_channels", hidden_channels),
                                 ("network", network)) if v is not None]
@@ -115,9 +138,12 @@ class CouplingStep(FlowStep):
         self.hidden_channels = None if hidden_channels is None else tuple(
             int(u) for u in hidden_channels)
         if hidden_units is not None:
-            network = CouplingMLP(self.hidden_units, int((~self.mask).sum()),
+            spline = self.coupling == "spline"
+            network = CouplingMLP(self.hidden_units, int((~self.mask).sum()) * (
+                                      per_entry if spline else 1),
                                   activation=activation, affine=coupling == "affine",
-                                  output_shape=part_b if len(part_b) > 1 else None,
+                                  output_shape=(self.network_output_shape if spline else part_b)
+                                  if len(part_b) > 1 else None,
                                   scale=self.scale, context_units=units,
                                   dtype=self.dtype_policy, name="network")
         elif hidden_channels is not None:
@@ -126,7 +152,8 @@ class CouplingStep(FlowStep):
                                  "which needs a mask that picks channels of an (h, w, c) "
                                  "event (partition_mask('channel', ...)); use hidden_units "
                                  "for this mask.")
-            network = CouplingConvNet(self.hidden_channels, part_b[-1], activation=activation,
+            channels = part_b[-1] * (per_entry if self.coupling == "spline" else 1)
+            network = CouplingConvNet(self.hidden_channels, channels, activation=activation,
                                       affine=coupling == "affine", scale=self.scale,
                                       context_units=units, dtype=self.dtype_policy,
                                       name="network")
@@ -161,16 +188,23 @@ class CouplingStep(FlowStep):
     def bijector(self, context=None):
         """The coupling over the current weights; a conditional step's bound to `context`,
         rows of shape `(N, *context_shape)`."""
+        options = self._spline_options()
         if self._context_shape is None:
             if context is not None:
                 raise ValueError(f"{self.name} is not conditional (built without "
                                  "context_shape) and takes no context.")
-            return COUPLINGS[self.coupling](self.network, self.mask, name=self.name)
+            return COUPLINGS[self.coupling](self.network, self.mask, name=self.name,
+                                            **options)
         if context is None:
             raise ValueError(f"{self.name} is conditional (context_shape="
                              f"{self._context_shape}) and needs a context.")
         return COUPLINGS[self.coupling](self.network, self.mask, name=self.name,
-                                        context=context)
+                                        context=context, **options)
+
+    def _spline_options(self):
+        if self.coupling != "spline":
+            return {}
+        return {"num_bins": self.num_bins, "tail_bound": self.tail_bound}
 
     def adapt(self, h, context=None):
         return self.bijector(context).forward(h)
@@ -180,7 +214,7 @@ class CouplingStep(FlowStep):
 
     def get_config(self):
         config = {**super().get_config(), "mask": self.mask.tolist(),
-                  "coupling": self.coupling}
+                  "coupling": self.coupling, **self._spline_options()}
         if self._context_shape is not None:
             config["context_shape"] = list(self._context_shape)
         sizes = {"hidden_units": self.hidden_units, "hidden_channels": self.hidden_channels}

@@ -23,7 +23,9 @@ def multiscale_steps(event_shape: Sequence[int], num_scales: int = 2, steps_per_
                      hidden_channels: Sequence[int] = (64, 64), coupling: str = "affine",
                      scale: str = "bounded", learned_prior: bool = True,
                      logit_alpha: float | None = 0.05, rescaling: bool = False, seed: int = 0,
-                     dtype=None, context_shape: Sequence[int] | None = None) -> list[FlowStep]:
+                     dtype=None, context_shape: Sequence[int] | None = None,
+                     num_bins: int | None = None,
+                     tail_bound: float | None = None) -> list[FlowStep]:
     """The steps of `f` (data -> latent) of a multi-scale flow over `(h, w, c)` images.
 
     First, with `logit_alpha` set, a `LogitStep` (data in `[0, 1]`). Then for
@@ -45,7 +47,9 @@ def multiscale_steps(event_shape: Sequence[int], num_scales: int = 2, steps_per_
       num_scales: int >= 1.
       steps_per_scale: int >= 1.
       hidden_channels: widths of the coupling networks' hidden convolutions.
-      coupling: `"additive"` or `"affine"`.
+      coupling: `"additive"`, `"affine"` or `"spline"` (a rational-quadratic
+        spline per transformed channel entry, its parameters from the
+        convolutional network).
       scale: the affine log-scale, `"bounded"` or `"sigmoid"` (Glow's).
       learned_prior: Glow's learned prior for the exiting channels.
       logit_alpha: `None`, or the logit step's `alpha` in `[0, 0.5)`.
@@ -56,6 +60,8 @@ def multiscale_steps(event_shape: Sequence[int], num_scales: int = 2, steps_per_
         network is given the context as constant feature maps beside its
         channels, and the learned priors are conditioned on it too (a
         conditional flow, `Flow(steps, context_shape=...)`).
+      num_bins: a spline coupling's bins (default 8).
+      tail_bound: a spline coupling's interval `[-B, B]` (default 3.0).
 
     Returns:
       The list of steps, for `tfp_nice.Flow(steps, ...)`.
@@ -88,7 +94,8 @@ def multiscale_steps(event_shape: Sequence[int], num_scales: int = 2, steps_per_
                                   name=f"conv1x1_{s}_{k}"),
                       CouplingStep(shape, mask, coupling=coupling, scale=scale,
                                    hidden_channels=hidden_channels, dtype=dtype,
-                                   context_shape=context_shape, name=f"coupling_{s}_{k}")]
+                                   context_shape=context_shape, num_bins=num_bins,
+                                   tail_bound=tail_bound, name=f"coupling_{s}_{k}")]
         if rescaling:
             steps.append(RescalingStep(shape, per_channel=True, dtype=dtype,
                                        name=f"rescaling_{s}"))

@@ -16,7 +16,7 @@ __all__ = ["PERMUTATIONS", "build_steps"]
 def build_steps(event_shape, num_couplings, hidden_units, partition="odd_even",
                 coupling="additive", permutation=None, actnorm=False, rescaling=True,
                 rescaling_init="data", target_std=1.0, activation="relu", seed=0, dtype=None,
-                logit_alpha=None, context_shape=None):
+                logit_alpha=None, context_shape=None, num_bins=None, tail_bound=None):
     """The steps of `f` (data -> latent), in the order `f` applies them.
 
     First, with `logit_alpha` set, a `LogitStep` (RealNVP's preprocessing of
@@ -26,7 +26,8 @@ def build_steps(event_shape, num_couplings, hidden_units, partition="odd_even",
     whose mask flips side from one coupling to the next; last, NICE's
     `RescalingStep` (if `rescaling`), started from data to `target_std` when
     `rescaling_init="data"`. With `context_shape`, every coupling is
-    conditional on contexts of that shape.
+    conditional on contexts of that shape; `num_bins` and `tail_bound` shape
+    spline couplings.
     """
     check_choice(permutation, PERMUTATIONS, "permutation")
     event_shape = tuple(int(d) for d in event_shape)
@@ -48,6 +49,7 @@ def build_steps(event_shape, num_couplings, hidden_units, partition="odd_even",
                                       name=f"lu_linear_{k}"))
         steps.append(CouplingStep(event_shape, mask, hidden_units, coupling=coupling,
                                   activation=activation, context_shape=context_shape,
+                                  num_bins=num_bins, tail_bound=tail_bound,
                                   dtype=dtype, name=f"coupling_{k}"))
     if rescaling:
         steps.append(RescalingStep(event_shape, init=rescaling_init, target_std=target_std,
