@@ -757,39 +757,34 @@ def test_inpaint_given_labels(trained_digits_given_labels):
     assert np.load(folder / "filled.npy").shape == (8, 64)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["sample", "run/model.keras"], "is class-conditional: give --label K with K in 0..9 "
-                                    "(got no --label)"),
-    (["sample", "run/saved_model", "--label", "10"], "give --label K with K in 0..9 (got "
-                                                     "--label 10)"),
-    (["evaluate", "run/saved_model", "--data", "digits"], "is class-conditional (10 classes): "
-                                                          "give the labels of --data"),
-    (["evaluate", "run/model.keras", "--data", "digits", "--labels", "few.npy"],
+_CONDITIONAL, _UNCONDITIONAL = "trained_digits_given_labels", "trained_moons"
+
+
+@pytest.mark.parametrize("fixture, argv, message", [
+    (_CONDITIONAL, ["sample", "run/model.keras"],
+     "is class-conditional: give --label K with K in 0..9 (got no --label)"),
+    (_CONDITIONAL, ["sample", "run/saved_model", "--label", "10"],
+     "give --label K with K in 0..9 (got --label 10)"),
+    (_CONDITIONAL, ["evaluate", "run/saved_model", "--data", "digits"],
+     "is class-conditional (10 classes): give the labels of --data"),
+    (_CONDITIONAL, ["evaluate", "run/model.keras", "--data", "digits", "--labels", "few.npy"],
      "holds 5 labels for 1797 examples"),
-    (["evaluate", "run/model.keras", "--data", "digits", "--labels", "negative.npy"],
-     "row 2 holds -1, not a class label"),
-    (["evaluate", "run/model.keras", "--data", "digits", "--labels", "big.npy"],
+    (_CONDITIONAL, ["evaluate", "run/model.keras", "--data", "digits", "--labels",
+                    "negative.npy"], "row 2 holds -1, not a class label"),
+    (_CONDITIONAL, ["evaluate", "run/model.keras", "--data", "digits", "--labels", "big.npy"],
      "label 12 is not one of the model's 10 classes"),
-    (["evaluate", "run/model.keras", "--data", "digits", "--labels", "missing.npy"],
-     "no such file"),
+    (_CONDITIONAL, ["evaluate", "run/model.keras", "--data", "digits", "--labels",
+                    "missing.npy"], "no such file"),
+    (_UNCONDITIONAL, ["sample", "run/model.keras", "--label", "1"], "not class-conditional"),
+    (_UNCONDITIONAL, ["evaluate", "run/saved_model", "--data", "moons", "--labels",
+                      "labels.npy"],
+     "not class-conditional (trained without --labels); drop --labels"),
 ])
-def test_class_conditional_commands_refuse_bad_labels(trained_digits_given_labels, argv,
-                                                      message):
-    folder, _ = trained_digits_given_labels
+def test_label_options_that_do_not_fit_the_model_are_refused(request, fixture, argv, message):
+    folder = request.getfixturevalue(fixture)[0]
     np.save(folder / "few.npy", np.arange(5))
     np.save(folder / "negative.npy", np.array([0, 1, -1] + [0] * 1794))
     np.save(folder / "big.npy", np.array([12] + [0] * 1796))
-    done = run_cli(*argv, cwd=folder)
-    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["sample", "run/model.keras", "--label", "1"], "not class-conditional"),
-    (["evaluate", "run/saved_model", "--data", "moons", "--labels", "labels.npy"],
-     "not class-conditional (trained without --labels); drop --labels"),
-])
-def test_an_unconditional_model_refuses_labels(trained_moons, argv, message):
-    folder, _, _ = trained_moons
     np.save(folder / "labels.npy", np.zeros(10000, int))
     done = run_cli(*argv, cwd=folder)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]

@@ -309,7 +309,7 @@ def test_dequantized_batches_keep_each_row_with_its_context_and_fit_takes_them()
                         epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert int(model.data_initialized.numpy()) == 1
-    with pytest.raises(ValueError, match="200 rows of x but a context of shape"):
+    with pytest.raises(ValueError, match="200 examples but 10 context rows"):
         tn.dequantized_batches(x, levels, 64, context=onehot[:10])
     with pytest.raises(ValueError, match="NaN or inf in row 3"):
         bad = onehot.copy()
@@ -652,6 +652,19 @@ def test_a_conditional_prior_is_the_closed_form_class_conditional_density():
         latent = drawn.numpy()[..., ::-1]  # (n, 2 classes, 3)
         np.testing.assert_allclose(latent.mean(0), MU, atol=0.05 * SIGMA.max() / 0.5)
         np.testing.assert_allclose(latent.std(0), t * SIGMA, rtol=0.03)
+
+
+def test_the_conditional_distribution_draws_one_example_per_row_as_documented():
+    rows = np.eye(2, dtype="float32")[np.arange(4000) % 2]
+    with_prior = _class_prior_flow().conditional_distribution(rows)
+    assert with_prior.batch_shape == (4000,)
+    drawn = with_prior.sample(seed=2).numpy()[:, ::-1]  # one per row, given its row
+    assert drawn.shape == (4000, 3)
+    np.testing.assert_allclose(drawn[0::2].mean(0), MU[0], atol=0.1)
+    np.testing.assert_allclose(drawn[1::2].mean(0), MU[1], atol=0.1)
+    np.testing.assert_allclose(drawn[1::2].std(0), SIGMA[1], rtol=0.06)
+    plain = tn.Flow(dense_steps(), context_shape=(2,)).conditional_distribution(rows[:6])
+    assert plain.batch_shape == () and plain.sample(6, seed=3).shape == (6, 3)
 
 
 def test_a_conditional_prior_trains_saves_and_serves(tmp_path):

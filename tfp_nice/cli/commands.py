@@ -17,7 +17,15 @@ import tensorflow_probability as tfp
 from tfp_nice._fs import staged_dir
 from tfp_nice._version import __version__
 from tfp_nice.cli import plots
-from tfp_nice.cli.inputs import InputError, load_dataset, load_labels, load_model, one_hot
+from tfp_nice.cli.inputs import (
+    InputError,
+    class_count,
+    labels_context,
+    load_dataset,
+    load_labels,
+    load_model,
+    one_hot,
+)
 from tfp_nice.cli.resume import EpochBackup, latest_backup, read_history
 from tfp_nice.data import bits_per_dim, train_test_split
 from tfp_nice.export import export_saved_model
@@ -320,34 +328,6 @@ def _rows(context, start, stop):
     return None if context is None else context[start:stop]
 
 
-def _class_count(info, model_path):
-    """A class-conditional model's number of classes (its one-hot context), or `None`."""
-    shape = info.get("context_shape")
-    if shape is None:
-        return None
-    if len(shape) != 1:
-        raise InputError(f"{model_path} is conditional on contexts of shape {shape}; the "
-                         "command line gives one-hot class labels only (shape (K,)): use the "
-                         "Python API.")
-    return int(shape[0])
-
-
-def _labels_context(args, info, count):
-    """The one-hot context of `--labels` for a class-conditional model; `None` for another
-    (which must not be given labels)."""
-    classes = _class_count(info, args.model)
-    if classes is None:
-        if args.labels is not None:
-            raise InputError(f"{args.model} is not class-conditional (trained without "
-                             "--labels); drop --labels.")
-        return None
-    if args.labels is None:
-        raise InputError(f"{args.model} is class-conditional ({classes} classes): give the "
-                         "labels of --data with --labels.")
-    labels, _ = load_labels(args.labels, args.data, count, num_classes=classes)
-    return one_hot(labels, classes, tf.as_dtype(info["dtype"]).as_numpy_dtype)
-
-
 def _npy_out(path):
     """`--out` of `sample` and `inpaint`, checked before any work."""
     out = pathlib.Path(path)
@@ -367,7 +347,7 @@ def _write_npy(path, array):
 def sample(args):
     out = _npy_out(args.out)
     kind, model, info = load_model(args.model)
-    classes = _class_count(info, args.model)
+    classes = class_count(info, args.model)
     context = {}
     if classes is None and args.label is not None:
         raise InputError(f"{args.model} is not class-conditional (trained without --labels); "
@@ -417,7 +397,7 @@ def evaluate(args):
 
     x = dataset.x.reshape((len(dataset.x),) + tuple(info["event_shape"]))
     x = x.astype(tf.as_dtype(info["dtype"]).as_numpy_dtype)
-    context = _labels_context(args, info, len(x))
+    context = labels_context(args, info, len(x))
     if kind == "keras":
         log_p = model.predict(x if context is None else {"x": x, "context": context},
                               batch_size=256, verbose=0)
@@ -444,7 +424,7 @@ def inpaint(args):
     if dataset.x.shape[1] != size:
         raise InputError(f"{args.data} has {dataset.x.shape[1]} values per example but the "
                          f"model expects {size}.")
-    context = _labels_context(args, info, len(dataset.x))
+    context = labels_context(args, info, len(dataset.x))
     x = dataset.x[: args.num_examples]
     given = {} if context is None else {"context": context[: args.num_examples]}
     try:

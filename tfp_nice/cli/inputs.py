@@ -239,6 +239,34 @@ def one_hot(labels, num_classes, dtype="float32"):
     return np.eye(num_classes, dtype=dtype)[np.asarray(labels)]
 
 
+def class_count(info, model_path):
+    """A class-conditional model's number of classes (its one-hot context), or `None`."""
+    shape = info.get("context_shape")
+    if shape is None:
+        return None
+    if len(shape) != 1:
+        raise InputError(f"{model_path} is conditional on contexts of shape {shape}; the "
+                         "command line gives one-hot class labels only (shape (K,)): use the "
+                         "Python API.")
+    return int(shape[0])
+
+
+def labels_context(args, info, count):
+    """The one-hot context of `--labels` for a class-conditional model; `None` for another
+    (which must not be given labels)."""
+    classes = class_count(info, args.model)
+    if classes is None:
+        if args.labels is not None:
+            raise InputError(f"{args.model} is not class-conditional (trained without "
+                             "--labels); drop --labels.")
+        return None
+    if args.labels is None:
+        raise InputError(f"{args.model} is class-conditional ({classes} classes): give the "
+                         "labels of --data with --labels.")
+    labels, _ = load_labels(args.labels, args.data, count, num_classes=classes)
+    return one_hot(labels, classes, np.dtype(info["dtype"]))
+
+
 def is_saved_model(path):
     return path.is_dir() and (path / "saved_model.pb").is_file()
 

@@ -125,9 +125,6 @@ class _Server(tf.Module):
             given = tf.stack([tf.cast(seed % (2**31 - 1), tf.int32), 0])
             return tf.where(seed >= 0, given, fresh)
 
-        def latent_draw(count, seed):
-            return model.base_distribution.sample(count, seed=stateless_seed(seed))
-
         context_shape = _context_shape(model)
         if context_shape is None:
             @tf.function(input_signature=[data_spec])
@@ -145,8 +142,9 @@ class _Server(tf.Module):
             @tf.function(input_signature=sample_specs)
             def sample(num_samples, temperature, seed):
                 with tf.control_dependencies(sample_checks(num_samples, temperature)):
-                    z = latent_draw(num_samples, seed)
-                return {"x": model.decode(z * temperature)}
+                    stateless = stateless_seed(seed)
+                # the model's own draw, as Flow.sample
+                return {"x": model._draw(num_samples, temperature, stateless)}
         else:
             context_spec = tf.TensorSpec((None,) + context_shape, dtype, name="context")
 

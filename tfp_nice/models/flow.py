@@ -13,6 +13,14 @@ from tfp_nice._validation import check_int, check_positive_float
 from tfp_nice.bijectors import fuse_couplings, generator
 from tfp_nice.data.quantization import bits_per_dim
 from tfp_nice.models import _keras_private, inpainting
+from tfp_nice.models._context import (
+    as_context,
+    checked_context,
+    data_pair,
+    embedded_shape,
+    embedding_config,
+    embedding_from_config,
+)
 from tfp_nice.models._inputs import as_flow_input
 from tfp_nice.models.priors import PRIORS, check_custom_prior, make_prior
 from tfp_nice.models.training import (
@@ -33,37 +41,6 @@ from tfp_nice.steps.base import (
 tfd = tfp.distributions
 
 __all__ = ["Flow"]
-
-
-def embedded_shape(embedding, context_shape, dtype, name):
-    """The shape one context row has after `embedding` (built here on the raw rows),
-    `context_shape` without one, or a clear error."""
-    if embedding is None:
-        return context_shape
-    if not isinstance(embedding, keras.layers.Layer):
-        raise TypeError(f"{name}: embedding must be a Keras layer (it is trained and saved "
-                        f"with the flow). Received: {embedding!r}")
-    if context_shape is None:
-        raise ValueError(f"{name}: an embedding maps the context, so it needs "
-                         "context_shape (the shape of one raw context row).")
-    out = embedding(tf.zeros((2,) + tuple(context_shape), dtype))
-    if out.shape.rank is None or out.shape.rank < 2 or out.shape[0] != 2:
-        raise ValueError(f"{name}: the embedding must map rows (N, *context_shape) to rows "
-                         f"(N, ...); it mapped 2 rows to shape {tuple(out.shape)}.")
-    return tuple(int(d) for d in out.shape[1:])
-
-
-def embedding_config(embedding):
-    return {} if embedding is None else {
-        "embedding": keras.saving.serialize_keras_object(embedding)}
-
-
-def embedding_from_config(config, custom_objects=None):
-    config = dict(config)
-    if isinstance(config.get("embedding"), dict):
-        config["embedding"] = keras.saving.deserialize_keras_object(
-            config["embedding"], custom_objects=custom_objects)
-    return config
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
@@ -299,9 +276,12 @@ class Flow(keras.Model):
         """`tfd.TransformedDistribution(prior, g bound to context)`: `x` given these rows.
 
         Its `log_prob(x)` takes `x` of `N` rows (row `i` given context row
-        `i`); its `sample(n)` draws `n` latents through all `N` bound rows at
-        once only when `n == N` (one per row): for `n` per row use
-        `Flow.sample(n, context=c)`.
+        `i`). Its `sample` draws one example per bound row: `sample(N)`
+        (shape `(N, ...)`) over the flow's own prior (batch shape `()`), or
+        `sample()` (shape `(N, ...)`) with `conditional_prior=True`, whose
+        prior has one batch member per row (batch shape `(N,)`). Any other
+        count does not fit the `N` bound rows and fails in the networks: for
+        `n` per row use `Flow.sample(n, context=c)`.
         """
         if not self.conditional:
             self.conditional_bijector(context)  # the error
@@ -322,6 +302,12 @@ class Flow(keras.Model):
         return tfd.Independent(family(loc, tf.exp(log_scale)),
                                reinterpreted_batch_ndims=len(self.latent_shape))
 
+    def _draw(self, num_samples, temperature, seed):
+        """`num_samples` examples of an unconditional flow: the prior's draw times the
+        temperature, decoded (`sample` and the SavedModel's `sample` both draw here)."""
+        z = self.base_distribution.sample(num_samples, seed=seed)
+        return self.decode(z * tf.cast(temperature, z.dtype))
+
     def _sample_rows(self, num_samples, c, temperature, seed):
         """`num_samples` draws per embedded context row of `c`, `(num_samples, N, ...)`;
         the temperature scales each latent's spread about its prior's location."""
@@ -340,35 +326,7 @@ class Flow(keras.Model):
     def _as_context(self, context, x=None):
         """`context` as a tensor of the flow's dtype and shape `(N, *context_shape)`, with
         `N` the rows of `x` when given, or an error naming what is wrong."""
-        name = type(self).__name__
-        if not self.conditional:
-            if context is not None:
-                raise ValueError(f"{name} {self.name!r} is not conditional (built without "
-                                 "context_shape) and takes no context.")
-            return None
-        if context is None:
-            raise ValueError(f"{name} {self.name!r} is conditional (context_shape="
-                             f"{self.context_shape}) and needs context=, one row per "
-                             "example.")
-        c = tf.convert_to_tensor(context)
-        if c.dtype == tf.bool or not (c.dtype.is_floating or c.dtype.is_integer):
-            raise TypeError(f"{name}: the context must be numbers (floating or integer), got "
-                            f"dtype {c.dtype.name}; one-hot encode labels as floats.")
-        if c.shape.rank is not None and (c.shape.rank != 1 + len(self.context_shape) or any(
-                got is not None and got != want
-                for got, want in zip(c.shape[1:], self.context_shape))):
-            raise ValueError(f"{name}: the context must have shape (N, "
-                             f"{', '.join(map(str, self.context_shape))}) (one row per "
-                             f"example); got shape {tuple(c.shape)}.")
-        if x is not None:
-            rows_x = x.shape[0] if x.shape.rank else None
-            if rows_x is not None and c.shape[0] is not None and rows_x != c.shape[0]:
-                raise ValueError(f"{name}: the context has {c.shape[0]} rows for {rows_x} "
-                                 "examples; give one context row per example.")
-        c = tf.cast(c, self.flow_dtype)
-        if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(c))):
-            raise ValueError(f"{name}: the context holds NaN or inf.")
-        return c
+        return as_context(self, context, x)
 
     @property
     def flow_dtype(self) -> str:
@@ -474,8 +432,7 @@ class Flow(keras.Model):
         temperature = check_positive_float(temperature, "temperature")
         c = self._embed(self._as_context(context))  # the embedding once, then the rows
         if c is None:
-            z = self.base_distribution.sample(int(num_samples), seed=seed)
-            return self.decode(z * tf.cast(temperature, z.dtype))
+            return self._draw(int(num_samples), temperature, seed)
         return self._sample_rows(int(num_samples), c, temperature, seed)
 
     def inpaint(self, x, observed_mask, num_steps: int = 500,
@@ -583,36 +540,14 @@ class Flow(keras.Model):
         check_training_data(self, x, batch_size, validation_split)
 
     def _pair(self, x, y):
-        """`(x, context)` from what `fit` and `evaluate` are given: `(x, c)`, a dict
-        `{"x": ..., "context": ...}`, or `x` with the context as `y`."""
-        if isinstance(x, dict):
-            unknown = set(x) - {"x", "context"}
-            if unknown or "x" not in x:
-                raise ValueError(f"{type(self).__name__}: a dict of data holds 'x' and "
-                                 f"'context'; got keys {sorted(x)}.")
-            return x["x"], x.get("context")
-        if isinstance(x, (tuple, list)) and len(x) == 2 and y is None:
-            return x[0], x[1]
-        return x, y
+        return data_pair(self, x, y)
 
     def _check_context_array(self, x, context):
         if context is None:
             self._as_context(None)  # the error: a context is needed
         if isinstance(context, tf.data.Dataset):
             return
-        array = np.asarray(context)
-        if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
-            raise TypeError(f"fit needs a numeric context, got dtype {array.dtype}; one-hot "
-                            "encode labels as floats.")
-        if tuple(array.shape[1:]) != tuple(self.context_shape):
-            raise ValueError(f"fit needs context rows of shape {tuple(self.context_shape)}, "
-                             f"got a context of shape {array.shape}.")
-        if len(array) != len(x):
-            raise ValueError(f"fit got {len(x)} examples but {len(array)} context rows; "
-                             "give one context row per example.")
-        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-        if not finite.all():
-            raise ValueError(f"the context holds NaN or inf in row {int(np.argmin(finite))}.")
+        checked_context(context, len(x), "fit", self.context_shape)
 
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """Keras's `fit` after checks of the data and the data-dependent start if due.

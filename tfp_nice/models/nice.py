@@ -11,7 +11,8 @@ from numpy.typing import ArrayLike
 
 from tfp_nice._validation import check_choice, check_flag, check_int
 from tfp_nice.bijectors import COUPLINGS, PARTITIONS, check_mask
-from tfp_nice.models.flow import Flow, embedded_shape, embedding_config, embedding_from_config
+from tfp_nice.models._context import embedded_shape, embedding_config, embedding_from_config
+from tfp_nice.models.flow import Flow
 from tfp_nice.models.priors import check_custom_prior, make_prior
 from tfp_nice.steps import (
     PERMUTATIONS,

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfp_nice._validation import check_int
 from tfp_nice.data.quantization import check_levels_data
 from tfp_nice.models import _keras_private
+from tfp_nice.models._context import checked_context
 
 __all__ = ["AveragedEarlyStopping", "StopOnNonFiniteLoss", "TrainingDataError",
            "averaged_weights", "can_stream",
@@ -113,28 +114,12 @@ def dequantized_batches(x, num_levels, batch_size, seed=None, context=None):
         dataset = tf.data.Dataset.from_tensor_slices(x.astype("float32"))
     else:
         dataset = tf.data.Dataset.from_tensor_slices(
-            (x.astype("float32"), _checked_context(context, len(x))))
+            (x.astype("float32"), checked_context(context, len(x), "dequantized_batches")))
     dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if context is None:
         return dataset.map(lambda b: (b + noise.uniform(tf.shape(b))) / levels)
     return dataset.map(lambda b, c: ((b + noise.uniform(tf.shape(b))) / levels, c))
-
-
-def _checked_context(context, rows):
-    array = np.asarray(context)
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"dequantized_batches: the context must be numbers, got dtype "
-                        f"{array.dtype}; one-hot encode labels as floats.")
-    if array.ndim < 1 or len(array) != rows:
-        raise ValueError(f"dequantized_batches: got {rows} rows of x but a context of shape "
-                         f"{array.shape}; give one context row per row.")
-    array = array.astype("float32")
-    finite = np.isfinite(array.reshape(rows, -1)).all(axis=1)
-    if not finite.all():
-        raise ValueError("dequantized_batches: the context holds NaN or inf in row "
-                         f"{int(np.argmin(finite))}.")
-    return array
 
 
 @contextlib.contextmanager
