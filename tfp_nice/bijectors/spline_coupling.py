@@ -43,6 +43,74 @@ class _RationalQuadraticSpline(tfp.bijectors.RationalQuadraticSpline):
         return tf.where(d.out_of_bounds, y, xi * d.w_k + d.x_k)
 
 
+def rational_quadratic_spline(t, widths, heights, slopes, bound, inverse=False):
+    """The monotone rational-quadratic spline of Durkan et al. (2019) on `[-bound, bound]`,
+    the identity outside, elementwise: returns `(g(t), log g'(t))`, or with `inverse=True`
+    `(g^{-1}(t), log g'(g^{-1}(t)))` (the forward log-derivative at the result).
+
+    `widths` and `heights` (`[..., K]`, each summing to `2 bound`) and the interior knot
+    slopes (`[..., K - 1]`) broadcast against `t[..., None]`. The map is TFP's
+    `tfb.RationalQuadraticSpline` (its equations, tested against it), computed in one
+    pass for the value and its log-derivative: the bin is found by counting the knots
+    below `t` and its parameters picked with a one-hot mask (no search, no gather), and
+    the last knot is exactly `bound`. Values outside the interval are clipped into it
+    before the arithmetic, so the branch `tf.where` discards stays finite and so do the
+    gradients there. The inverse clamps the quadratic's discriminant at 0 (float32
+    rounding can make it slightly negative at a knot, where TFP's own inverse gives NaN)
+    and keeps the root in its bin.
+    """
+    dtype = t.dtype
+    k = widths.shape[-1]
+    bound = tf.cast(bound, dtype)
+
+    def knots(sizes):  # [..., K + 1]: -B, ..., B (the last exactly B)
+        inner = -bound + tf.cumsum(sizes[..., :-1], axis=-1)
+        low = -bound * tf.ones_like(sizes[..., :1])
+        return tf.concat([low, inner, -low], axis=-1)
+
+    kx, ky = knots(widths), knots(heights)
+    ones = tf.ones_like(slopes[..., :1])
+    kd = tf.concat([ones, slopes, ones], axis=-1)
+    inside = (t > -bound) & (t < bound)
+    tc = tf.clip_by_value(t, -bound, bound)[..., None]
+    # bin b: the number of interior knots at or below t (of x for forward, of y for inverse)
+    edges = ky if inverse else kx
+    b = tf.reduce_sum(tf.cast(tc >= edges[..., 1:k], tf.int32), axis=-1)
+    pick = tf.one_hot(b, k, dtype=dtype)
+
+    def at(v, shift=0):
+        return tf.reduce_sum(pick * v[..., shift:shift + k], axis=-1)
+
+    x_k, y_k, d_k, d_k1 = at(kx), at(ky), at(kd), at(kd, 1)
+    w_k = at(kx, 1) - x_k
+    h_k = at(ky, 1) - y_k
+    s_k = h_k / w_k
+    tc = tc[..., 0]
+    slope_sum = d_k1 + d_k - 2.0 * s_k
+    if inverse:
+        rel = tc - y_k
+        a = h_k * (s_k - d_k) + rel * slope_sum
+        bq = h_k * d_k - rel * slope_sum
+        c = -s_k * rel
+        root = tf.sqrt(tf.maximum(bq * bq - 4.0 * a * c, tf.zeros([], dtype)))
+        denominator = -bq - root  # < 0 in the bin (bq > 0 there)
+        safe = tf.where(tf.equal(denominator, 0.0), -tf.ones([], dtype), denominator)
+        xi = tf.clip_by_value(2.0 * c / safe, 0.0, 1.0)
+        value = x_k + xi * w_k
+    else:
+        xi = (tc - x_k) / w_k
+    between = xi * (1.0 - xi)
+    denominator = s_k + slope_sum * between
+    if not inverse:
+        value = y_k + h_k * (s_k * xi * xi + d_k * between) / denominator
+    log_derivative = (2.0 * tf.math.log(s_k)
+                      + tf.math.log(d_k1 * xi * xi + 2.0 * s_k * between
+                                    + d_k * (1.0 - xi) * (1.0 - xi))
+                      - 2.0 * tf.math.log(denominator))
+    return (tf.where(inside, value, t),
+            tf.where(inside, log_derivative, tf.zeros([], dtype)))
+
+
 class SplineCoupling(LogDetWithResult, MaskedCoupling):
     """Monotone rational-quadratic spline coupling (Neural Spline Flows, arXiv 1906.04032).
 
@@ -55,8 +123,11 @@ class SplineCoupling(LogDetWithResult, MaskedCoupling):
         forward:  y_A = x_A,   y_B = g_theta(x_B)        fldj = sum log g_theta'(x_B)
         inverse:  x_A = y_A,   x_B = g_theta^{-1}(y_B)   ildj = -fldj at x
 
-    The spline is TFP's `tfb.RationalQuadraticSpline` (its inverse made safe
-    against the rounding that can make the quadratic's discriminant negative).
+    The spline is TFP's `tfb.RationalQuadraticSpline`, computed in one pass for
+    the value and its log-derivative (`rational_quadratic_spline`: a third of
+    TFP's graph, tested equal to it), its inverse safe against the rounding
+    that can make the quadratic's discriminant negative; `spline(raw)` gives
+    the TFP bijector itself.
     The network returns, per transformed entry, `3 * num_bins - 1` raw values
     (`spline_parameter_count`): the bin widths, then the bin heights, then the
     `num_bins - 1` interior knot slopes. They become
@@ -170,8 +241,15 @@ class SplineCoupling(LogDetWithResult, MaskedCoupling):
         return tf.reshape(out, (-1,) + tuple(shape_b) + (p,))
 
     def spline(self, raw):
-        """The spline bijector (elementwise, batch shape `raw.shape[:-1]`) for raw
-        parameters `raw` of shape `[..., 3 K - 1]`."""
+        """TFP's spline bijector (elementwise, batch shape `raw.shape[:-1]`) for raw
+        parameters `raw` of shape `[..., 3 K - 1]` (its inverse made safe as described)."""
+        widths, heights, slopes = self.spline_parameters(raw)
+        return _RationalQuadraticSpline(widths, heights, slopes,
+                                        range_min=tf.cast(-self._tail_bound, raw.dtype))
+
+    def spline_parameters(self, raw):
+        """`(widths, heights, slopes)` of the splines, `[..., K]`, `[..., K]` and
+        `[..., K - 1]`, for raw parameters `[..., 3 K - 1]` (the map above)."""
         k, dtype = self._num_bins, raw.dtype
         if self.validate_args:
             raw = tf.debugging.assert_all_finite(
@@ -185,19 +263,14 @@ class SplineCoupling(LogDetWithResult, MaskedCoupling):
         widths = bins(raw[..., :k], self._min_width)
         heights = bins(raw[..., k:2 * k], self._min_height)
         slopes = self._min_slope + tf.nn.softplus(raw[..., 2 * k:] + shift)
-        return _RationalQuadraticSpline(widths, heights, slopes,
-                                        range_min=tf.cast(-self._tail_bound, dtype))
+        return widths, heights, slopes
 
     # One network call gives the spline; `forward`/`inverse` hand its log-det to TFP's
     # cache with the result (LogDetWithResult).
     def transform_part(self, x_a, x_b, inverse=False):
-        spline = self.spline(self._raw_parameters(x_a, x_b))
-        if inverse:
-            y_b = spline.inverse(x_b)
-            log_det = -spline.inverse_log_det_jacobian(x_b, event_ndims=0)
-        else:
-            y_b = spline.forward(x_b)
-            log_det = spline.forward_log_det_jacobian(x_b, event_ndims=0)
+        widths, heights, slopes = self.spline_parameters(self._raw_parameters(x_a, x_b))
+        y_b, log_det = rational_quadratic_spline(x_b, widths, heights, slopes,
+                                                 self._tail_bound, inverse)
         return y_b, sum_per_example(log_det)
 
     def _forward_log_det_jacobian(self, x):
