@@ -189,8 +189,10 @@ def test_gradients_are_finite_at_and_beyond_the_bounds(dtype):
     coupling = tn.SplineCoupling(net, mask, tail_bound=bound)
     tiny = 4 * float(np.finfo(np.dtype(dtype)).eps) * bound
     edges = [-bound, bound, bound - tiny, -bound + tiny, bound + tiny, -bound - tiny,
-             10 * bound, -10 * bound, 0.0]
-    x = tf.constant([[0.3, -0.2, e, -e] for e in edges], dtype)
+             10 * bound, -10 * bound, 0.0, 1e30, -1e30]
+    # each edge value under 32 conditioning halves: 32 different splines per edge
+    parts = np.random.default_rng(13).normal(size=(32, 2))
+    x = tf.constant([[a, b, e, -e] for e in edges for a, b in parts], dtype)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         terms = [coupling.forward(x), coupling.forward_log_det_jacobian(x, event_ndims=1),
@@ -200,17 +202,21 @@ def test_gradients_are_finite_at_and_beyond_the_bounds(dtype):
         assert np.isfinite(term.numpy()).all()
         for grad in tape.gradient(term, [x] + net.trainable_weights):
             assert grad is not None and np.isfinite(grad.numpy()).all()
-    # beyond the bounds: the identity, slope 1, log-det 0 (rows 6 and 7)
-    np.testing.assert_array_equal(terms[0].numpy()[6:8], x.numpy()[6:8])
-    np.testing.assert_array_equal(terms[1].numpy()[6:8], 0.0)
+    # beyond the bounds (edges 6 and 7): the identity, slope 1, log-det 0
+    far = slice(6 * 32, 8 * 32)
+    np.testing.assert_array_equal(terms[0].numpy()[far], x.numpy()[far])
+    np.testing.assert_array_equal(terms[1].numpy()[far], 0.0)
     dy_dx = tape.batch_jacobian(terms[0], x).numpy()
-    np.testing.assert_array_equal(dy_dx[6:8, 2:, 2:], np.broadcast_to(np.eye(2), (2, 2, 2)))
+    np.testing.assert_array_equal(dy_dx[far, 2:, 2:], np.broadcast_to(np.eye(2), (64, 2, 2)))
 
 
-def test_the_inverse_stays_finite_where_rounding_makes_the_discriminant_negative():
+@pytest.mark.parametrize("which", ["one pass (the coupling's)", "spline(raw), TFP's bijector"])
+def test_the_inverse_stays_finite_where_rounding_makes_the_discriminant_negative(which):
     # float32 values at and a rounding step beside the knots of steep splines: here TFP's
     # own inverse takes the square root of a slightly negative discriminant (NaN), or
     # finds a root a rounding error outside its bin.
+    from tfp_nice.bijectors.spline_coupling import rational_quadratic_spline
+
     rng = np.random.default_rng(1)
     n, num_bins, bound = 4000, 8, 3.0
     raw = tf.constant(rng.normal(scale=3.0, size=(n, 1, tn.spline_parameter_count(8))),
@@ -223,7 +229,20 @@ def test_the_inverse_stays_finite_where_rounding_makes_the_discriminant_negative
     pick = rng.integers(1, num_bins, n)
     y = knots_y[np.arange(n), pick] * (1 + rng.choice([0, 1, -1, 2, -2], size=n) * 6e-8)
     y = y.astype("float32")[:, None]
-    ours = spline.inverse(tf.constant(y)).numpy()
+    if which.startswith("one pass"):
+        parameters = coupling.spline_parameters(raw)
+
+        def forward(x):
+            return rational_quadratic_spline(tf.constant(x), *parameters, bound)
+
+        ours = rational_quadratic_spline(tf.constant(y), *parameters, bound, inverse=True)
+        ours = ours[0].numpy()
+    else:
+        def forward(x):
+            x = tf.constant(x)
+            return spline.forward(x), spline.forward_log_det_jacobian(x, 0)
+
+        ours = spline.inverse(tf.constant(y)).numpy()
     assert np.isfinite(ours).all()
     # each value lands in the bin its y lies in: x_k <= x <= x_k+1, up to the knots' rounding
     k = np.array([np.searchsorted(knots_y[i, :-1], y[i, 0], side="right") - 1
@@ -238,8 +257,8 @@ def test_the_inverse_stays_finite_where_rounding_makes_the_discriminant_negative
         range_min=-bound).inverse(tf.constant(y)).numpy()
     failed = ~np.isfinite(naive)
     print("TFP's inverse is NaN at", int(failed.sum()), "of", n)
-    back = spline.forward(tf.constant(ours)).numpy()
-    slope = np.exp(spline.forward_log_det_jacobian(tf.constant(ours), 0).numpy())
+    back, log_slope = (t.numpy() for t in forward(ours))
+    slope = np.exp(log_slope)
     rounding = 8 * unit_roundoff(tf.float32) * (np.abs(y) + bound) * (1 + slope)
     assert (np.abs(back - y)[failed] <= rounding[failed]).all()
 
