@@ -125,11 +125,13 @@ def test_the_one_pass_spline_is_tfps_rational_quadratic_spline(dtype):
     np.testing.assert_allclose(y, reference.forward(tf.identity(x)), rtol=0, atol=tol)
     expected = reference.forward_log_det_jacobian(tf.identity(x), event_ndims=0).numpy()
     # TFP's last knot is -B + sum(widths), ours exactly B: in float32 the two differ by a
-    # rounding, which moves the log-derivative of a steep last bin right at the bound
-    away = np.abs(x.numpy()) < 2.0 - 1e-5 if dtype == "float32" else np.ones(x.shape, bool)
+    # rounding, which moves the log-derivative of a steep last bin right at the bound by
+    # however much that bin amplifies it (0.7e-3 seen with oneDNN off): compared away from
+    # the bounds in float32, everywhere in float64
+    away = (np.abs(np.abs(x.numpy()) - 2.0) > 1e-5 if dtype == "float32"
+            else np.ones(x.shape, bool))
+    assert away.mean() > 0.5  # the rest: the bounds and a rounding step either side
     np.testing.assert_allclose(log_det.numpy()[away], expected[away], rtol=0, atol=10 * tol)
-    np.testing.assert_allclose(log_det, expected, rtol=0, atol=5e-4 if dtype == "float32"
-                               else 10 * tol)
     back, back_log_det = rational_quadratic_spline(y, widths, heights, slopes, 2.0,
                                                    inverse=True)
     np.testing.assert_allclose(back, reference.inverse(tf.identity(y)), rtol=0,
