@@ -8,7 +8,8 @@ from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
 from tfp_nice.bijectors.affine_coupling import AffineCoupling
 from tfp_nice.bijectors.masks import check_mask, partition_mask
 from tfp_nice.bijectors.rescaling import Rescaling
-from tfp_nice.bijectors.spline_coupling import SplineCoupling, spline_parameter_count
+from tfp_nice.bijectors.spline_coupling import (DEFAULT_BINS, SplineCoupling,
+                                                spline_parameter_count)
 
 tfb = tfp.bijectors
 
@@ -164,9 +165,10 @@ def nice_bijector(
     for k, (fn, mask) in enumerate(zip(shift_fns, masks)):
         expected = getattr(fn, "output_units", None)
         n_b = int((~mask).sum())
-        wanted = n_b * spline_parameter_count(8) if coupling == "spline" else n_b
+        per_entry = spline_parameter_count(DEFAULT_BINS)
+        wanted = n_b * per_entry if coupling == "spline" else n_b
         if expected is not None and expected != wanted:
-            what = (f"needs {wanted} ({spline_parameter_count(8)} spline parameters for each "
+            what = (f"needs {wanted} ({per_entry} spline parameters for each "
                     f"of the {n_b} entries it transforms)" if coupling == "spline"
                     else f"transforms {n_b} entries")
             raise ValueError(

@@ -14,6 +14,25 @@ DEFAULT_BINS = 8
 DEFAULT_TAIL_BOUND = 3.0
 
 
+def check_spline_options(num_bins, tail_bound, min_bin_width=1e-3, min_bin_height=1e-3,
+                         min_slope=1e-3):
+    """`(num_bins, tail_bound)` as int and float, or a `ValueError` naming the bad one (the
+    minima checked against `num_bins` too)."""
+    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) \
+            or num_bins < 2:
+        raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}.")
+    if not (isinstance(tail_bound, (int, float, np.number)) and math.isfinite(tail_bound)
+            and tail_bound > 0):
+        raise ValueError(f"tail_bound must be a finite number > 0, got {tail_bound!r}.")
+    for label, value in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
+        if not 0 <= float(value) < 1.0 / num_bins:
+            raise ValueError(f"{label} must lie in [0, 1 / num_bins) = [0, "
+                             f"{1.0 / num_bins:g}), got {value!r}.")
+    if not 0 <= float(min_slope) < 1:
+        raise ValueError(f"min_slope must lie in [0, 1), got {min_slope!r}.")
+    return int(num_bins), float(tail_bound)
+
+
 def spline_parameter_count(num_bins):
     """The raw parameters the network returns per transformed entry: `3 * num_bins - 1`
     (`num_bins` widths, `num_bins` heights, `num_bins - 1` interior knot slopes)."""
@@ -23,24 +42,13 @@ def spline_parameter_count(num_bins):
 class _RationalQuadraticSpline(tfp.bijectors.RationalQuadraticSpline):
     """TFP's spline with an inverse that stays finite where rounding makes the quadratic's
     discriminant negative (it is `>= 0` in exact arithmetic) or puts the root a rounding
-    error outside its bin: the discriminant is clamped at 0 and the bin position to
-    `[0, 1]`. Forward map and log-det are TFP's."""
+    error outside its bin: the inverse of `rational_quadratic_spline` (the discriminant
+    clamped at 0, the bin position to `[0, 1]`). Forward map and log-det are TFP's."""
 
     def _inverse(self, y):
-        d = self._compute_shared(y=y)
-        dtype = y.dtype
-        rely = tf.where(d.out_of_bounds, tf.zeros([], dtype), y - d.y_k)
-        # Solve a xi^2 + b xi + c = 0 for the position xi in [0, 1] within the bin
-        # (Durkan et al. 2019, appendix A.3), in the root form that is stable for small c.
-        slope_sum = d.d_kp1 + d.d_k - 2.0 * d.s_k
-        a = d.h_k * (d.s_k - d.d_k) + rely * slope_sum
-        b = d.h_k * d.d_k - rely * slope_sum
-        c = -d.s_k * rely
-        discriminant = tf.maximum(b * b - 4.0 * a * c, tf.zeros([], dtype))
-        denominator = -b - tf.sqrt(discriminant)  # < 0 inside the bin (b > 0 there)
-        safe = tf.where(tf.equal(denominator, 0.0), -tf.ones([], dtype), denominator)
-        xi = tf.clip_by_value((2.0 * c) / safe, 0.0, 1.0)
-        return tf.where(d.out_of_bounds, y, xi * d.w_k + d.x_k)
+        bound = -tf.convert_to_tensor(self.range_min, y.dtype)
+        return rational_quadratic_spline(y, self.bin_widths, self.bin_heights,
+                                         self.knot_slopes, bound, inverse=True)[0]
 
 
 def rational_quadratic_spline(t, widths, heights, slopes, bound, inverse=False):
@@ -187,21 +195,8 @@ class SplineCoupling(LogDetWithResult, MaskedCoupling):
           ValueError: for a bad mask, `num_bins`, `tail_bound` or minimum.
         """
         parameters = dict(locals())
-        if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) \
-                or num_bins < 2:
-            raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}.")
-        self._num_bins = int(num_bins)
-        if not (isinstance(tail_bound, (int, float, np.number)) and math.isfinite(tail_bound)
-                and tail_bound > 0):
-            raise ValueError(f"tail_bound must be a finite number > 0, got {tail_bound!r}.")
-        self._tail_bound = float(tail_bound)
-        for label, value in (("min_bin_width", min_bin_width),
-                             ("min_bin_height", min_bin_height)):
-            if not 0 <= float(value) < 1.0 / self._num_bins:
-                raise ValueError(f"{label} must lie in [0, 1 / num_bins) = [0, "
-                                 f"{1.0 / self._num_bins:g}), got {value!r}.")
-        if not 0 <= float(min_slope) < 1:
-            raise ValueError(f"min_slope must lie in [0, 1), got {min_slope!r}.")
+        self._num_bins, self._tail_bound = check_spline_options(
+            num_bins, tail_bound, min_bin_width, min_bin_height, min_slope)
         self._min_width, self._min_height = float(min_bin_width), float(min_bin_height)
         self._min_slope = float(min_slope)
         super().__init__(spline_params_fn, "spline_params_fn", mask, validate_args,

@@ -16,6 +16,7 @@ import tensorflow_probability as tfp
 
 from tfp_nice._fs import staged_dir
 from tfp_nice._version import __version__
+from tfp_nice.bijectors.spline_coupling import DEFAULT_BINS, DEFAULT_TAIL_BOUND
 from tfp_nice.cli import plots
 from tfp_nice.cli.inputs import (
     InputError,
@@ -138,7 +139,8 @@ def _spline_options(args, coupling):
             raise InputError(f"{flags} shape spline couplings; add --coupling spline or drop "
                              "them.")
         return {}
-    return {"num_bins": args.num_bins or 8, "tail_bound": args.tail_bound or 3.0}
+    return {"num_bins": args.num_bins or DEFAULT_BINS,
+            "tail_bound": args.tail_bound or DEFAULT_TAIL_BOUND}
 
 
 def _multiscale(args, dataset, context_shape=None):

@@ -189,7 +189,6 @@ class NICE(Flow):
             base = prior
         self.activation = activation
         self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
-        self.num_bins, self.tail_bound = num_bins, tail_bound
         self.permutation = check_choice(permutation, PERMUTATIONS, "permutation")
         self.actnorm = check_flag(actnorm, "actnorm")
         self.rescaling_init = check_choice(rescaling_init, RESCALING_INITS, "rescaling_init")

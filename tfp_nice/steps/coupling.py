@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike
 from tfp_nice._validation import check_choice
 from tfp_nice.bijectors import COUPLINGS, check_mask
 from tfp_nice.bijectors.spline_coupling import (DEFAULT_BINS, DEFAULT_TAIL_BOUND,
-                                                spline_parameter_count)
+                                                check_spline_options, spline_parameter_count)
 from tfp_nice.bijectors._partition import MaskPartition
 from tfp_nice.networks import SCALES, CouplingConvNet, CouplingMLP
 from tfp_nice.steps.base import FlowStep, check_context_shape, under_policy
@@ -107,10 +107,9 @@ class CouplingStep(FlowStep):
             if self.scale != "bounded":
                 raise ValueError(f"{self.name}: scale={self.scale!r} shapes an affine "
                                  "coupling's log-scale; a spline coupling has none.")
-            self.num_bins = DEFAULT_BINS if num_bins is None else num_bins
-            self.tail_bound = DEFAULT_TAIL_BOUND if tail_bound is None else tail_bound
-            COUPLINGS["spline"](lambda x: x, self.mask, num_bins=self.num_bins,
-                                tail_bound=self.tail_bound)  # checks both, builds nothing
+            self.num_bins, self.tail_bound = check_spline_options(
+                DEFAULT_BINS if num_bins is None else num_bins,
+                DEFAULT_TAIL_BOUND if tail_bound is None else tail_bound)
         elif num_bins is not None or tail_bound is not None:
             raise ValueError(f"{self.name}: num_bins and tail_bound shape a spline coupling; "
                              f"this one is {self.coupling!r}. Received: num_bins={num_bins!r}, "
