@@ -264,7 +264,8 @@ def run(spec, cache):
         value = (rng.normal(0.0, 0.5, size=event) if init_value == "normal"
                  else np.full(event, init_value))
         model.log_scale.assign(value.astype("float32"))
-    model.compile(optimizer, steps_per_execution=spec.get("steps_per_execution", 1))
+    model.compile(optimizer, steps_per_execution=spec.get("steps_per_execution", 1),
+                  jit_compile=spec.get("jit_compile", False))
 
     # One traced function over the held-out set: Keras's `predict` costs a fresh data
     # pipeline per call, more than a digits epoch of training.
