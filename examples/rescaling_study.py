@@ -628,8 +628,9 @@ def section_q5time(cfg, cache, out):
         for name in names:
             rs = results[title, name]
             finals = [r["final"] if not r["diverged"] else None for r in rs]
-            # paired by seed against the first arm (NICE); for 2-D data a gain is higher LL
-            sign = -1.0 if image else 1.0
+            # paired by seed against the first arm (NICE), positive when better: fewer
+            # bits/dim for images, a higher LL for 2-D data
+            sign = 1.0 if image else -1.0
             gain = summary([sign * (b["final"] - r["final"]) for r, b in zip(rs, base)
                             if not (r["diverged"] or b["diverged"])])
             epoch_s = summary([r["epoch_seconds"] for r in rs])
