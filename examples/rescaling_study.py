@@ -56,6 +56,7 @@ from tfp_nice.data import (  # noqa: E402
     train_test_split,
     two_moons,
 )
+from tfp_nice.steps import walk  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
@@ -311,7 +312,6 @@ def run(spec, cache):
         result["auc"] = (float(roc_auc_score(anomalous[finite], scores[finite]))
                          if finite.all() else None)
     if spec.get("keep_scales"):  # a multi-scale flow's per-channel rescalings, by scale
-        from tfp_nice.steps import walk
         for step in walk(model.steps):
             if isinstance(step, tn.RescalingStep):
                 arrays[f"scales_{step.name}"] = np.asarray(step.log_scale)
@@ -892,7 +892,7 @@ def answers(numbers, cfg):
             out.append(
                 "**Where the seed's claim holds.** \"Rescaling layers make the flow capture "
                 "complex, multimodal distributions\": the rescaling's gain over the volume-"
-                "preserving flow (Q1, equal epochs) beside what the best other coupling adds "
+                "preserving flow (Q1, equal epochs) beside what the best other arm adds "
                 "to NICE at equal training time (Q5, paired by seed): " + "; ".join(parts)
                 + ". The rescaling is one scale per dimension for the whole space: it buys "
                 "volume, the most where the dimensions' spreads differ, and it lets the "
@@ -988,7 +988,7 @@ def main(argv=None):
         "(mean ± standard deviation, and the 95% t-interval's half-width; one seed in quick "
         "mode).", "",
         f"Reproduce: `{command}` (every run is cached under `{cache}`, so an interrupted run "
-        "resumes). This report: "
+        "resumes). The machine, measured as this report was written: "
         f"{m['cpus']} CPUs ({m['cpu']}), matmul {m['matmul_gflops']} GFLOP/s, "
         f"{m['platform']}, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())

@@ -49,3 +49,29 @@ def test_a_run_is_cached_under_everything_that_defines_it(study):
         assert study.spec_key({**a, **change}) != study.spec_key(a), change
     assert study.spec_key(study.base_spec(study.FULL, "digits", "NICE", study.NVP, 0)) \
         != study.spec_key(a)
+
+
+def test_training_seconds_leave_out_the_first_epochs_tracing(study):
+    # the first epoch (tracing included) counts as long as the median later one, by hand
+    assert study.training_seconds([9.0, 1.0, 3.0, 2.0]) == pytest.approx([2.0, 3.0, 6.0, 8.0])
+    # a first epoch shorter than the later ones counts as it was
+    assert study.training_seconds([0.5, 1.0, 1.0]) == pytest.approx([0.5, 1.5, 2.5])
+    assert study.training_seconds([4.0]) == pytest.approx([4.0])
+    assert study.training_seconds([]) == []
+
+
+def test_a_time_budget_stops_training_after_two_epochs_at_the_least(study):
+    import tfp_nice as tn
+
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+
+    def fit(budget, epochs):
+        model = tn.NICE((2,), num_couplings=2, hidden_units=(8,), seed=0)
+        model.compile("adam")
+        watch = study.Watch(lambda m: 0.0, budget)
+        model.fit(x, epochs=epochs, batch_size=32, verbose=0, callbacks=[watch])
+        return watch
+
+    assert len(fit(0.0, 6).curve) == 2  # the budget is spent at once, two epochs still run
+    assert len(fit(None, 4).curve) == 4  # no budget: every epoch
+    assert len(fit(1e6, 4).curve) == 4  # a budget not reached: the epochs Keras was given

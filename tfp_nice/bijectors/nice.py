@@ -162,10 +162,10 @@ def nice_bijector(
         raise ValueError(f"coupling must be one of {tuple(COUPLINGS)}, got {coupling!r}.")
     masks = coupling_masks(event_shape, len(shift_fns), partition)
     layers = []
+    per_entry = spline_parameter_count(DEFAULT_BINS)
     for k, (fn, mask) in enumerate(zip(shift_fns, masks)):
         expected = getattr(fn, "output_units", None)
         n_b = int((~mask).sum())
-        per_entry = spline_parameter_count(DEFAULT_BINS)
         wanted = n_b * per_entry if coupling == "spline" else n_b
         if expected is not None and expected != wanted:
             what = (f"needs {wanted} ({per_entry} spline parameters for each "
