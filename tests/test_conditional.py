@@ -355,7 +355,9 @@ SERVE_CONDITIONAL = textwrap.dedent("""
     out["decode"] = sig["decode"](z=tf.constant(out["encode"]), context=c)["x"].numpy()
     for name, seed in [("seeded_a", 5), ("seeded_b", 5)]:
         out[name] = sig["sample"](num_samples=tf.constant(int(given["n"])),
-                                  temperature=tf.constant(1.0, x.dtype),
+                                  temperature=tf.constant(float(given["temperature"]) if
+                                                          "temperature" in given else 1.0,
+                                                          x.dtype),
                                   seed=tf.constant(seed, tf.int64), context=cs)["x"].numpy()
     meta = {k: v.numpy() for k, v in sig["metadata"]().items()}
     np.savez(out_file, **out)

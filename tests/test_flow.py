@@ -19,7 +19,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_nice as tn
-from tfp_nice.models import _keras_private
 
 tfd = tfp.distributions
 
@@ -355,23 +354,6 @@ def test_nice_files_of_release_0_1_0_load_with_their_log_prob():
         assert type(model) is tn.NICE
         np.testing.assert_allclose(model.log_prob(np.float32(case["x"])), case["log_prob"],
                                    rtol=1e-6, atol=1e-6)
-
-
-def test_the_keras_private_attributes_still_mean_what_we_read():
-    """Fails by name when a Keras release renames or changes what `_keras_private` reads."""
-    model = tn.NICE((4,), num_couplings=2, hidden_units=(3,))
-    assert _keras_private.all_layers_built(model)
-    nested = list(model._flatten_layers())
-    assert any(isinstance(layer, keras.layers.Dense) for layer in nested)  # walks nesting
-    unbuilt = keras.Sequential([keras.layers.Dense(2)])
-    assert not _keras_private.all_layers_built(unbuilt)
-    optimizer = keras.optimizers.Adam(use_ema=True)
-    assert not _keras_private.has_moving_averages(optimizer)
-    optimizer.build(model.trainable_variables)
-    averages = optimizer._model_variables_moving_average
-    assert len(averages) == len(model.trainable_variables)
-    assert _keras_private.has_moving_averages(optimizer)
-    assert not _keras_private.has_moving_averages(keras.optimizers.Adam())
 
 
 def test_the_command_line_samples_evaluates_and_inpaints_a_flow_file(tmp_path, capsys):

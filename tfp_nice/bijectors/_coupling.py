@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
 
+from tfp_nice import _private_api
 from tfp_nice.bijectors import _checks, _tracking
 from tfp_nice.bijectors._partition import MaskPartition
 
@@ -137,8 +137,8 @@ class LogDetWithResult:
     or a `sample` with its log-det runs each network once, not twice. Put it before the
     bijector base class."""
 
-    _cache = cache_util.BijectorCacheWithGreedyAttrs(
-        forward_name="_augmented_forward", inverse_name="_augmented_inverse")
+    _cache = _private_api.log_det_with_result_cache("_augmented_forward",
+                                                    "_augmented_inverse")
 
     def _augmented_forward(self, x):
         y, fldj = self._map(x, "x", False)

@@ -12,13 +12,7 @@ variable itself (so Keras's autocast and stateless scopes apply as usual).
 import keras
 import tensorflow as tf
 
-
-def _backing_variable(variable):
-    """The `tf.Variable` behind a Keras variable (`None` if there is none)."""
-    value = getattr(variable, "_value", None)  # unaffected by an autocast scope
-    if not isinstance(value, tf.Variable):
-        value = variable.value
-    return value if isinstance(value, tf.Variable) else None
+from tfp_nice import _private_api
 
 
 def backing_variables(*objects):
@@ -37,7 +31,7 @@ def backing_variables(*objects):
         else:
             candidates = []
         for variable in candidates:
-            backing = _backing_variable(variable)
+            backing = _private_api.backing_variable(variable)
             if backing is not None and id(backing) not in seen:
                 seen.add(id(backing))
                 found.append(backing)
@@ -52,7 +46,7 @@ def trackable(value):
     there lets TFP find it when the bijector sits inside a chain.
     """
     if isinstance(value, keras.Variable) and not isinstance(value, tf.Variable):
-        backing = _backing_variable(value)
+        backing = _private_api.backing_variable(value)
         if backing is not None:
             return backing
     return value

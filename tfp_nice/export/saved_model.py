@@ -144,7 +144,7 @@ class _Server(tf.Module):
                 with tf.control_dependencies(sample_checks(num_samples, temperature)):
                     stateless = stateless_seed(seed)
                 # the model's own draw, as Flow.sample
-                return {"x": model._draw(num_samples, temperature, stateless)}
+                return {"x": model.sample(num_samples, temperature, stateless)}
         else:
             context_spec = tf.TensorSpec((None,) + context_shape, dtype, name="context")
 
@@ -182,8 +182,7 @@ class _Server(tf.Module):
                 with tf.control_dependencies(sample_checks(num_samples, temperature)):
                     stateless = stateless_seed(seed)
                 # the model's own draw: n per row, [:, i] given row i, as Flow.sample
-                x = model._sample_rows(num_samples, model._embed(c), temperature, stateless)
-                return {"x": x}
+                return {"x": model.sample(num_samples, temperature, stateless, context=c)}
 
         @tf.function(input_signature=[])
         def metadata():

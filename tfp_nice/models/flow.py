@@ -12,7 +12,8 @@ import tensorflow_probability as tfp
 from tfp_nice._validation import check_int, check_positive_float
 from tfp_nice.bijectors import fuse_couplings, generator
 from tfp_nice.data.quantization import bits_per_dim
-from tfp_nice.models import _keras_private, inpainting
+from tfp_nice import _private_api
+from tfp_nice.models import inpainting
 from tfp_nice.models._context import (
     as_context,
     checked_context,
@@ -31,16 +32,21 @@ from tfp_nice.models.training import (
     start_sample,
 )
 from tfp_nice.steps import FlowStep, check_chain
-from tfp_nice.steps.base import (
-    adapt_given,
-    bijector_given,
-    check_context_shape,
-    context_shape_of,
-)
+from tfp_nice.steps.base import check_context_shape, context_shape_of
 
 tfd = tfp.distributions
 
 __all__ = ["Flow"]
+
+
+def _symbolic(value):
+    """Whether `value` is a graph tensor (in a `tf.function`), whose value is not known."""
+    return tf.is_tensor(value) and not hasattr(value, "numpy")
+
+
+def _python_number(value):
+    """An eager tensor's value as a Python number (others unchanged), for the checks."""
+    return value.numpy().item() if tf.is_tensor(value) and value.shape.rank == 0 else value
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
@@ -255,7 +261,7 @@ class Flow(keras.Model):
         return self._generator(None)
 
     def _generator(self, context):
-        return generator(fuse_couplings([bijector_given(step, context) for step in self.steps]),
+        return generator(fuse_couplings([step.bijector(context) for step in self.steps]),
                          name=self.name)
 
     def conditional_bijector(self, context) -> tfp.bijectors.Bijector:
@@ -423,17 +429,20 @@ class Flow(keras.Model):
         spread about the location its context gives it.
 
         Args:
-          num_samples: int >= 0.
-          temperature: float > 0.
+          num_samples: int >= 0 (inside a `tf.function`, a scalar int tensor
+            too, taken as it is: check it in the graph, as the SavedModel does).
+          temperature: float > 0 (likewise a scalar float tensor there).
           seed: `None`, an int, or a stateless seed (a shape-[2] int tensor).
           context: a conditional flow's context rows, `(N, *context_shape)`.
         """
-        num_samples = check_int(num_samples, "num_samples", minimum=0)
-        temperature = check_positive_float(temperature, "temperature")
+        if not _symbolic(num_samples):
+            num_samples = check_int(_python_number(num_samples), "num_samples", minimum=0)
+        if not _symbolic(temperature):
+            temperature = check_positive_float(_python_number(temperature), "temperature")
         c = self._embed(self._as_context(context))  # the embedding once, then the rows
         if c is None:
-            return self._draw(int(num_samples), temperature, seed)
-        return self._sample_rows(int(num_samples), c, temperature, seed)
+            return self._draw(num_samples, temperature, seed)
+        return self._sample_rows(num_samples, c, temperature, seed)
 
     def inpaint(self, x, observed_mask, num_steps: int = 500,
                 step_size: None | str | float | Callable[[int], float] = None,
@@ -524,7 +533,7 @@ class Flow(keras.Model):
                              f"shape {self.event_shape}; got shape {tuple(h.shape)}.")
         c = self._embed(self._as_context(context, h))
         for step in self.steps:
-            h = adapt_given(step, h, c)
+            h = step.adapt(h, c)
         self.data_initialized.assign(1)
 
     # --- Keras ----------------------------------------------------------------------------
@@ -596,7 +605,7 @@ class Flow(keras.Model):
         # of its train function; creating variables there makes tf.function trace the whole
         # step twice. Built here (as Keras does under a strategy), `fit` traces once.
         if (self.optimizer is not None and not self.optimizer.built
-                and _keras_private.all_layers_built(self)):
+                and _private_api.all_layers_built(self)):
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
 

@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from tfp_nice._choices import HIDE
 from tfp_nice._validation import check_choice, check_int, check_positive_float
+from tfp_nice.models._context import as_context
+from tfp_nice.models._inputs import as_flow_input
 
 __all__ = ["HIDE", "SCHEDULES", "hidden_mask", "inpaint"]
 
@@ -20,12 +22,12 @@ SCHEDULES = {
 
 def inpaint(model, x, observed_mask, num_steps=500, step_size=None, noise=1.0,
             clip=(0.0, 1.0), seed=None, context=None):
-    """`NICE.inpaint` for any model with `log_prob` and `_as_input`: see its docstring
-    for the algorithm, the schedules and the arguments; `context` (a conditional flow's)
-    is held fixed."""
-    x = model._as_input(x)
+    """`Flow.inpaint` for any flow (its public `log_prob`, `flow_dtype`, `dtype_policy`
+    and context attributes): see its docstring for the algorithm, the schedules and the
+    arguments; `context` (a conditional flow's) is held fixed."""
+    x = as_flow_input(x, model.flow_dtype, model.dtype_policy.name, "x")
     if context is not None:
-        context = model._as_context(context, x)
+        context = as_context(model, context, x)
     observed = tf.convert_to_tensor(observed_mask)
     if observed.dtype != tf.bool:
         raise TypeError(f"observed_mask must be boolean, got {observed.dtype.name}.")

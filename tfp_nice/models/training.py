@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfp_nice._validation import check_int
 from tfp_nice.data.quantization import check_levels_data
-from tfp_nice.models import _keras_private
+from tfp_nice import _private_api
 from tfp_nice.models._context import checked_context
 
 __all__ = ["AveragedEarlyStopping", "StopOnNonFiniteLoss", "TrainingDataError",
@@ -160,7 +160,7 @@ def averaged_weights(model):
                          "optimizer. Call model.compile(optimizer) first.")
     variables = list(model.trainable_variables)
     if (not getattr(optimizer, "use_ema", False) or not optimizer.built
-            or not _keras_private.has_moving_averages(optimizer)
+            or not _private_api.has_moving_averages(optimizer)
             or int(optimizer.iterations.numpy()) == 0):
         yield model
         return

@@ -2,11 +2,14 @@
 
 A flow is a list of steps in the order NICE's `f` (data -> latent) applies them.
 Each step owns its weights (Keras variables or sublayers, so `model.fit`, `.keras`
-saving and `summary()` see them), returns its pure bijector over them with
-`bijector()` (whose `forward` is the step's part of `f`), and has `adapt(h)`,
-which sets any data-dependent start from the step's input `h` (Keras's
-`Normalization.adapt` is the naming precedent) and returns `h` mapped through
-the step. Steps that need no start just map.
+saving and `summary()` see them), and every step has the same two methods:
+`bijector(context=None)` returns its pure bijector over them (whose `forward` is
+the step's part of `f`), and `adapt(h, context=None)` sets any data-dependent
+start from the step's input `h` (Keras's `Normalization.adapt` is the naming
+precedent) and returns `h` mapped through the step. A conditional step binds
+the context rows it is given; an unconditional one ignores them, so whatever
+walks the steps passes the flow's context to each and never asks which kind a
+step is. Steps that need no start just map.
 
 The flow's own weights are read without Keras's autocast: under a
 mixed-precision policy only the coupling networks compute in half precision.
@@ -14,6 +17,9 @@ mixed-precision policy only the coupling networks compute in half precision.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import warnings
 from typing import Any, Sequence
 
 import keras
@@ -22,8 +28,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from numpy.typing import ArrayLike
 
-__all__ = ["FlowStep", "adapt_given", "bijector_given", "check_batch", "check_chain",
-           "check_context_shape", "context_shape_of", "spread", "under_policy", "walk"]
+__all__ = ["FlowStep", "check_batch", "check_chain", "check_context_shape",
+           "context_shape_of", "spread", "under_policy", "walk"]
 
 tfb = tfp.bijectors
 
@@ -65,9 +71,17 @@ class FlowStep(keras.layers.Layer):
     * `substeps`: the steps it holds and runs itself (a factor-out's), which
       whatever walks the whole flow (name checks) also visits;
     * `context_shape`: `None`, or the shape of one row of the context a
-      conditional step is given (`bijector(context=c)`, `adapt(h, context=c)`);
-      an unconditional step's `bijector()` and `adapt(h)` take none
-      (`bijector_given` and `adapt_given` call either kind).
+      conditional step is given.
+
+    The protocol, the same for every step: `bijector(context=None)` and
+    `adapt(h, context=None)`. A conditional step needs the context rows
+    `(N, *context_shape)` and binds them; an unconditional step ignores the
+    context it is given. A subclass of your own writes these two methods
+    (`adapt` defaults to mapping `h`); it works in conditional and
+    unconditional flows alike. A subclass written for tfp_nice 0.1.0, whose
+    `bijector(self)` or `adapt(self, h)` takes no context, is wrapped once
+    when the class is defined so that it takes and ignores one (with a
+    `DeprecationWarning`).
     """
 
     constant_log_det = True
@@ -103,16 +117,31 @@ class FlowStep(keras.layers.Layer):
         """The steps this step holds and runs on part of its input (none for most)."""
         return []
 
-    def bijector(self) -> tfb.Bijector:
-        """The step's bijector over its current weights; `forward` is data -> latent."""
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method in ("bijector", "adapt"):
+            own = cls.__dict__.get(method)
+            if own is not None and "context" not in inspect.signature(own).parameters:
+                warnings.warn(f"{cls.__name__}.{method} takes no context=; every step's "
+                              f"{method} takes context=None (ignored by an unconditional "
+                              "step). It is wrapped to take and ignore one.",
+                              DeprecationWarning, stacklevel=2)
+                setattr(cls, method, _ignoring_context(own))
+
+    def bijector(self, context: tf.Tensor | None = None) -> tfb.Bijector:
+        """The step's bijector over its current weights; `forward` is data -> latent.
+
+        A conditional step binds `context` (rows `(N, *context_shape)`); an
+        unconditional one ignores it."""
         raise NotImplementedError
 
-    def adapt(self, h: ArrayLike) -> tf.Tensor:
-        """Sets any data-dependent start from a batch `h`; returns `h` mapped by the step."""
-        return self.bijector().forward(h)
+    def adapt(self, h: ArrayLike, context: tf.Tensor | None = None) -> tf.Tensor:
+        """Sets any data-dependent start from a batch `h` (given its `context` rows, for a
+        conditional step); returns `h` mapped by the step."""
+        return self.bijector(context).forward(h)
 
-    def call(self, h):
-        return self.bijector().forward(h)
+    def call(self, h, context=None):
+        return self.bijector(context).forward(h)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:1] + tuple(self.output_event_shape)
@@ -198,11 +227,12 @@ def context_shape_of(steps, name, own=None):
     return next(iter(shapes), None)
 
 
-def bijector_given(step, context):
-    """`step`'s bijector, bound to `context` if the step is conditional."""
-    return step.bijector() if step.context_shape is None else step.bijector(context=context)
+def _ignoring_context(method):
+    """`method(self, *args)` as `method(self, *args, context=None)`, the context ignored
+    (given by keyword, or positionally after the method's own arguments)."""
+    arity = len(inspect.signature(method).parameters) - 1  # without self
 
-
-def adapt_given(step, h, context):
-    """`step.adapt(h)`, with `context` if the step is conditional."""
-    return step.adapt(h) if step.context_shape is None else step.adapt(h, context=context)
+    @functools.wraps(method)
+    def wrapped(self, *args, context=None):
+        return method(self, *args[:arity])
+    return wrapped

@@ -186,12 +186,9 @@ class CouplingStep(FlowStep):
 
     def bijector(self, context=None):
         """The coupling over the current weights; a conditional step's bound to `context`,
-        rows of shape `(N, *context_shape)`."""
+        rows of shape `(N, *context_shape)` (an unconditional step ignores it)."""
         options = self._spline_options()
         if self._context_shape is None:
-            if context is not None:
-                raise ValueError(f"{self.name} is not conditional (built without "
-                                 "context_shape) and takes no context.")
             return COUPLINGS[self.coupling](self.network, self.mask, name=self.name,
                                             **options)
         if context is None:

@@ -13,8 +13,6 @@ from tfp_nice._validation import check_flag, check_int
 from tfp_nice.bijectors import FactorOut, fuse_couplings
 from tfp_nice.steps.base import (
     FlowStep,
-    adapt_given,
-    bijector_given,
     check_batch,
     check_chain,
     check_context_shape,
@@ -143,28 +141,27 @@ class FactorOutStep(FlowStep):
         return not self.learned_prior and all(step.affine for step in self.steps)
 
     def bijector(self, context=None):
-        """The scale's bijector; a conditional step's bound to `context` (see `Flow`)."""
-        if self._context_shape is None and context is not None:
-            raise ValueError(f"{self.name} is not conditional and takes no context.")
+        """The scale's bijector; a conditional step's bound to `context` (see `Flow`), which
+        an unconditional one ignores."""
         if self._context_shape is not None and context is None:
             raise ValueError(f"{self.name} is conditional (context_shape="
                              f"{self._context_shape}) and needs a context.")
-        inner = _chain([bijector_given(step, context) for step in self.steps],
+        inner = _chain([step.bijector(context) for step in self.steps],
                        f"{self.name}_steps")
         exit_ = FactorOut(inner, self.event_shape, self.keep,
                           self.steps[-1].output_event_shape, name=self.name)
         if self.prior_coupling is None:
             return exit_
-        return tfb.Chain([exit_, bijector_given(self.prior_coupling, context)],
+        return tfb.Chain([exit_, self.prior_coupling.bijector(context)],
                          name=f"{self.name}_scale")
 
     def adapt(self, h, context=None):
         h = check_batch(h, self.event_shape, self.name)
         if self.prior_coupling is not None:
-            h = adapt_given(self.prior_coupling, h, context)
+            h = self.prior_coupling.adapt(h, context)
         kept, out = h[..., :self.keep], h[..., self.keep:]
         for step in self.steps:
-            kept = adapt_given(step, kept, context)
+            kept = step.adapt(kept, context)
         n = h.shape[0] if h.shape[0] is not None else tf.shape(h)[0]
         return tf.concat([tf.reshape(out, [n, -1]), tf.reshape(kept, [n, -1])], axis=-1)
 

@@ -59,7 +59,7 @@ class LogitStep(FlowStep):
         self.alpha = check_logit_alpha(alpha)
         self.built = True
 
-    def bijector(self):
+    def bijector(self, context=None):
         # Chain applies right to left: squeeze [0, 1] into [alpha, 1 - alpha], then logit.
         dtype = self.variable_dtype  # the flow's dtype, under every policy
         return tfb.Chain([tfb.Invert(tfb.Sigmoid()),
@@ -67,7 +67,7 @@ class LogitStep(FlowStep):
                           tfb.Scale(tf.constant(1.0 - 2.0 * self.alpha, dtype))],
                          name=self.name)
 
-    def adapt(self, h):
+    def adapt(self, h, context=None):
         h = tf.convert_to_tensor(h)
         low, high = float(tf.reduce_min(h)), float(tf.reduce_max(h))
         if not (low >= 0.0 and high <= 1.0):

@@ -31,7 +31,7 @@ class PermutationStep(FlowStep):
             trainable=False)
         self.built = True
 
-    def bijector(self):
+    def bijector(self, context=None):
         return Permutation(self.permutation, self.event_shape, name=self.name)
 
     def get_config(self):
@@ -59,7 +59,7 @@ class LULinearStep(FlowStep):
                 dtype="int32" if key == "permutation" else None,
                 trainable=key in self.TRAINABLE))
 
-    def bijector(self):
+    def bijector(self, context=None):
         return LULinear(self.lower, self.upper, self.log_diag, self.sign, self.permutation,
                         self.event_shape, name=self.name)
 
@@ -91,6 +91,6 @@ class Conv1x1Step(LULinearStep):
         self._lu_weights(self.event_shape[-1])
         self.built = True
 
-    def bijector(self):
+    def bijector(self, context=None):
         return InvertibleConv1x1(self.lower, self.upper, self.log_diag, self.sign,
                                  self.permutation, name=self.name)

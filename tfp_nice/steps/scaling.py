@@ -66,10 +66,10 @@ class ActNormStep(_ScalingStep):
         self.shift = self._flow_weight("shift", self.parameter_shape, "zeros")
         self.built = True
 
-    def bijector(self):
+    def bijector(self, context=None):
         return ActNorm(self.log_scale, self.shift, name=self.name)
 
-    def adapt(self, h):
+    def adapt(self, h, context=None):
         h = check_batch(h, self.event_shape, self.name)
         std, axes = self._spread_and_axes(h)
         self.shift.assign(-tf.reduce_mean(h, axis=axes))
@@ -124,10 +124,10 @@ class RescalingStep(_ScalingStep):
     def needs_data(self):
         return self.init == "data"
 
-    def bijector(self):
+    def bijector(self, context=None):
         return Rescaling(self.log_scale, name=self.name)
 
-    def adapt(self, h):
+    def adapt(self, h, context=None):
         if self.init == "data":
             h = check_batch(h, self.event_shape, self.name)
             target = tf.constant(self.target_std, h.dtype)

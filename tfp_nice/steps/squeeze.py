@@ -31,7 +31,7 @@ class SqueezeStep(FlowStep):
     def output_event_shape(self):
         return self._output_shape
 
-    def bijector(self):
+    def bijector(self, context=None):
         return Squeeze(self.factor, name=self.name)
 
     def get_config(self):
