@@ -24,6 +24,7 @@ _NAMES = {
     "ActNorm": "tfp_nice.bijectors",
     "AdditiveCoupling": "tfp_nice.bijectors",
     "AffineCoupling": "tfp_nice.bijectors",
+    "Coupling": "tfp_nice.bijectors",
     "CouplingBlock": "tfp_nice.bijectors",
     "FactorOut": "tfp_nice.bijectors",
     "InvertibleConv1x1": "tfp_nice.bijectors",
@@ -60,18 +61,23 @@ _NAMES = {
     "RescalingStep": "tfp_nice.steps",
     "SqueezeStep": "tfp_nice.steps",
     "multiscale_steps": "tfp_nice.steps",
+    "Additive": "tfp_nice.transformers",
+    "Affine": "tfp_nice.transformers",
+    "Spline": "tfp_nice.transformers",
+    "Transformer": "tfp_nice.transformers",
 }
-_SUBPACKAGES = ("data", "presets")
+_SUBPACKAGES = ("data", "presets", "transformers")
 
 __all__ = sorted([*_NAMES, *_SUBPACKAGES, "__version__"])
 
 if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
-    from tfp_nice import data, presets
+    from tfp_nice import data, presets, transformers
     from tfp_nice.bijectors import (
         PARTITIONS,
         ActNorm,
         AdditiveCoupling,
         AffineCoupling,
+        Coupling,
         CouplingBlock,
         FactorOut,
         InvertibleConv1x1,
@@ -112,6 +118,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         SqueezeStep,
         multiscale_steps,
     )
+    from tfp_nice.transformers import Additive, Affine, Spline, Transformer
 
 
 def _load_all():

@@ -1,5 +1,6 @@
 """Bijectors of the NICE family (pure math over the tensors they are given)."""
 
+from tfp_nice.bijectors._coupling import Coupling
 from tfp_nice.bijectors.actnorm import ActNorm
 from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
 from tfp_nice.bijectors.affine_coupling import AffineCoupling
@@ -8,7 +9,8 @@ from tfp_nice.bijectors.coupling_block import CouplingBlock, fuse_couplings
 from tfp_nice.bijectors.factor_out import FactorOut
 from tfp_nice.bijectors.lu_linear import LULinear, lu_linear_init
 from tfp_nice.bijectors.masks import PARTITIONS, check_mask, partition_mask
-from tfp_nice.bijectors.nice import COUPLINGS, coupling_masks, generator, nice_bijector
+from tfp_nice.bijectors.nice import (COUPLINGS, coupling_bijector, coupling_masks, generator,
+                                     nice_bijector)
 from tfp_nice.bijectors.permutation import Permutation, random_permutation, reverse_permutation
 from tfp_nice.bijectors.rescaling import Rescaling
 from tfp_nice.bijectors.spline_coupling import SplineCoupling, spline_parameter_count
@@ -17,6 +19,7 @@ from tfp_nice.bijectors.squeeze import Squeeze, squeezed_shape
 __all__ = [
     "COUPLINGS",
     "ActNorm",
+    "Coupling",
     "AdditiveCoupling",
     "AffineCoupling",
     "CouplingBlock",
@@ -29,6 +32,7 @@ __all__ = [
     "SplineCoupling",
     "Squeeze",
     "check_mask",
+    "coupling_bijector",
     "coupling_masks",
     "fuse_couplings",
     "generator",

@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from tfp_nice.transformers.affine import LOG_SCALE_LIMIT, clip_log_scale  # noqa: F401
+
 
 def floating_dtype(value, what):
     """Returns the floating `tf.DType` of `value` or raises `TypeError`."""
@@ -46,15 +48,3 @@ def check_event_shape(x, expected, name, what="x"):
                 f"{name} expects {what} with event shape {expected}, "
                 f"got trailing dims {got} (full shape {tuple(x.shape)})."
             )
-
-
-# |log-scale| is clipped to this per dtype, in every bijector that scales
-# (Rescaling, ActNorm, AffineCoupling): exp(40) = 2.4e17 keeps x * exp(s) finite in
-# float32 for |x| < 1e21, and the log-det (which uses the same clipped values) exact.
-LOG_SCALE_LIMIT = {tf.float16: 8.0, tf.bfloat16: 40.0, tf.float32: 40.0, tf.float64: 300.0}
-
-
-def clip_log_scale(log_scale):
-    """Clips a log-scale tensor to `+-LOG_SCALE_LIMIT[dtype]`."""
-    limit = LOG_SCALE_LIMIT.get(log_scale.dtype, 40.0)
-    return tf.clip_by_value(log_scale, -limit, limit)

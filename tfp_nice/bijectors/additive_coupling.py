@@ -1,8 +1,7 @@
 """NICE's additive coupling layer."""
 
-import tensorflow as tf
-
 from tfp_nice.bijectors._coupling import MaskedCoupling
+from tfp_nice.transformers import Additive
 
 __all__ = ["AdditiveCoupling"]
 
@@ -17,6 +16,7 @@ class AdditiveCoupling(MaskedCoupling):
         forward:  y_A = x_A,   y_B = x_B + m(x_A)     forward_log_det_jacobian = 0
         inverse:  x_A = y_A,   x_B = y_B - m(y_A)     inverse_log_det_jacobian = 0
 
+    It is the coupling (`tfp_nice.Coupling`) of the `Additive` transformer.
     The Jacobian is unit triangular, so the layer is volume preserving; its
     log-det is a zero of the batch shape of `x`. The Jacobian *matrix* still
     depends on `x` (its block `dm/dx_A`), so the bijector reports
@@ -56,6 +56,8 @@ class AdditiveCoupling(MaskedCoupling):
         array([0.], dtype=float32)
     """
 
+    parameter_labels = ("shift",)
+
     def __init__(self, shift_fn, mask, validate_args=False, name="additive_coupling",
                  context=None):
         """Builds the bijector.
@@ -65,8 +67,7 @@ class AdditiveCoupling(MaskedCoupling):
             The bijector holds it but creates no variables of its own.
           mask: boolean (or 0/1) array of the event shape; `True` marks the
             conditioning part. `tfp_nice.partition_mask` makes the usual ones.
-          validate_args: kept for TFP's interface; there are no run-time checks
-            beyond the static ones.
+          validate_args: if `True`, calls assert that the shift is finite.
           name: name of the bijector.
           context: `None`, or a tensor `[N, ...]` (one row per example) the
             network is also given, as `shift_fn(x_a, context=context)`: a
@@ -79,25 +80,10 @@ class AdditiveCoupling(MaskedCoupling):
             side empty.
         """
         parameters = dict(locals())
-        super().__init__(shift_fn, "shift_fn", mask, validate_args, parameters, name, context)
-
-    constant_log_det = True
+        super().__init__(shift_fn, "shift_fn", mask, Additive(), validate_args, parameters,
+                         name, context)
 
     @property
     def shift_fn(self):
         """The shift network `m`."""
         return self._fn
-
-    def transform_part(self, x_a, x_b, inverse=False):
-        shift = self._part(self._call_network(x_a, x_b), x_b, "shift")
-        return (x_b - shift if inverse else x_b + shift), None
-
-    def _zero_log_det(self, t, what):
-        self._check_input(t, what)
-        return tf.zeros(self._partition.batch_shape_tensor(t), dtype=t.dtype)
-
-    def _forward_log_det_jacobian(self, x):
-        return self._zero_log_det(x, "x")
-
-    def _inverse_log_det_jacobian(self, y):
-        return self._zero_log_det(y, "y")

@@ -2,13 +2,13 @@
 
 import tensorflow as tf
 
-from tfp_nice.bijectors import _checks
-from tfp_nice.bijectors._coupling import LogDetWithResult, MaskedCoupling, sum_per_example
+from tfp_nice.bijectors._coupling import MaskedCoupling
+from tfp_nice.transformers import Affine
 
 __all__ = ["AffineCoupling"]
 
 
-class AffineCoupling(LogDetWithResult, MaskedCoupling):
+class AffineCoupling(MaskedCoupling):
     """Affine coupling layer (RealNVP, arXiv 1605.08803, eq. 7).
 
     The boolean `mask` splits `x` into a conditioning part `x_A = x[mask]` and
@@ -17,6 +17,7 @@ class AffineCoupling(LogDetWithResult, MaskedCoupling):
         forward:  y_A = x_A,   y_B = x_B * exp(s) + t        fldj =  sum(s)
         inverse:  x_A = y_A,   x_B = (y_B - t) * exp(-s)     ildj = -sum(s)
 
+    It is the coupling (`tfp_nice.Coupling`) of the `Affine` transformer.
     `forward` is the data -> latent direction when used in NICE's `f`, and the
     latent -> data direction inside `tfd.TransformedDistribution`, like
     `AdditiveCoupling`. With `s = 0` it is NICE's additive coupling.
@@ -52,81 +53,76 @@ class AffineCoupling(LogDetWithResult, MaskedCoupling):
         array([1.5], dtype=float32)
     """
 
+    parameter_labels = ("shift", "log_scale")
+
     def __init__(self, shift_and_log_scale_fn, mask, log_scale_bound=None,
-                 validate_args=False, name="affine_coupling", context=None):
+                 validate_args=False, name="affine_coupling", context=None,
+                 transformer=None):
         """Builds the bijector.
 
         Args:
           shift_and_log_scale_fn: callable or Keras layer as described above.
           mask: boolean (or 0/1) array of the event shape; `True` marks the
             conditioning part.
-          log_scale_bound: `None`, or a float > 0 bounding `|s|` softly.
-          validate_args: if `True`, calls assert that `s` is finite.
+          log_scale_bound: `None`, or a float > 0 bounding `|s|` softly (the
+            transformer `Affine("bounded", bound=log_scale_bound)`).
+          validate_args: if `True`, calls assert that the shift and the raw
+            log-scale are finite.
           name: name of the bijector.
           context: `None`, or a tensor `[N, ...]` the network is also given,
             as `shift_and_log_scale_fn(x_a, context=context)` (see
             `AdditiveCoupling`).
+          transformer: `None`, or an `Affine` transformer (Glow's
+            `Affine("sigmoid")` makes the scale from the raw value); instead of
+            `log_scale_bound`.
 
         Raises:
-          TypeError: if `shift_and_log_scale_fn` is not callable.
-          ValueError: for a bad mask or a non-positive `log_scale_bound`.
+          TypeError: if `shift_and_log_scale_fn` is not callable, or
+            `transformer` is not an `Affine`.
+          ValueError: for a bad mask or a non-positive `log_scale_bound`, or
+            both `log_scale_bound` and `transformer`.
         """
         parameters = dict(locals())
         if log_scale_bound is not None and not float(log_scale_bound) > 0:
             raise ValueError(f"log_scale_bound must be > 0, got {log_scale_bound!r}.")
-        self._bound = None if log_scale_bound is None else float(log_scale_bound)
-        super().__init__(shift_and_log_scale_fn, "shift_and_log_scale_fn", mask,
+        if transformer is None:
+            transformer = Affine() if log_scale_bound is None else Affine(
+                "bounded", bound=float(log_scale_bound))
+        elif log_scale_bound is not None:
+            raise ValueError("AffineCoupling takes log_scale_bound or transformer, not both. "
+                             f"Received: log_scale_bound={log_scale_bound!r}, "
+                             f"transformer={transformer!r}")
+        elif not isinstance(transformer, Affine):
+            raise TypeError(f"AffineCoupling's transformer must be an Affine. Received: "
+                            f"transformer={transformer!r}")
+        super().__init__(shift_and_log_scale_fn, "shift_and_log_scale_fn", mask, transformer,
                          validate_args, parameters, name, context)
 
     @property
     def shift_and_log_scale_fn(self):
         return self._fn
 
-    def _shift_and_log_scale(self, x_a, x_b):
-        out = self._call_network(x_a, x_b)
-        shape_b, n_b = self._partition.shape_b, self._partition.size_b
+    def read_parameters(self, out, like):
+        """The network's `(shift, log_scale)` pair, or one tensor holding the shift then
+        the log-scale on its last axis (`[N, 2 n_b]`, `[N, h, w, 2 c_b]`), as
+        `[N, *shape_b, 2]`."""
         if isinstance(out, (tuple, list)):
             if len(out) != 2:
                 raise ValueError(f"{self.name}: shift_and_log_scale_fn must return (shift, "
                                  f"log_scale), got {len(out)} values.")
-            shift, log_scale = out
+            return super().read_parameters(out, like)
+        out = tf.convert_to_tensor(out)
+        shape_b, n_b = self._partition.shape_b, self._partition.size_b
+        if out.shape.rank == 2:
+            width = n_b
+        elif out.shape.rank == 1 + len(shape_b) and len(shape_b) > 1:
+            width = shape_b[-1]
         else:
-            out = tf.convert_to_tensor(out)
-            # One tensor holding both on its last axis: [N, 2 n_b], or [N, h, w, 2 c_b].
-            if out.shape.rank == 2:
-                width = n_b
-            elif out.shape.rank == 1 + len(shape_b) and len(shape_b) > 1:
-                width = shape_b[-1]
-            else:
-                width = None
-            if width is None or out.shape[-1] not in (None, 2 * width):
-                doubled = shape_b[:-1] + (2 * shape_b[-1],)
-                expected = ", ".join(str(d) for d in ("batch",) + doubled)
-                raise ValueError(f"{self.name}: shift_and_log_scale_fn must return a "
-                                 f"[{expected}] tensor or a pair, got shape "
-                                 f"{tuple(out.shape)}.")
-            shift, log_scale = out[..., :width], out[..., width:]
-        shift = self._part(shift, x_b, "shift")
-        log_scale = self._part(log_scale, x_b, "log_scale")
-        if self._bound is not None:
-            bound = tf.cast(self._bound, log_scale.dtype)
-            log_scale = bound * tf.tanh(log_scale / bound)
-        log_scale = _checks.clip_log_scale(log_scale)
-        if self.validate_args:
-            log_scale = tf.debugging.assert_all_finite(
-                log_scale, f"{self.name}: the log-scale is not finite")
-        return shift, log_scale
-
-    # The network gives the shift and the log-scale in one call: `forward` and `inverse`
-    # hand TFP's cache the log-det with their result (LogDetWithResult). Without it, an
-    # affine flow cost twice an additive one to train.
-    def transform_part(self, x_a, x_b, inverse=False):
-        shift, log_scale = self._shift_and_log_scale(x_a, x_b)
-        y_b = (x_b - shift) * tf.exp(-log_scale) if inverse else x_b * tf.exp(log_scale) + shift
-        return y_b, sum_per_example(log_scale)
-
-    def _forward_log_det_jacobian(self, x):
-        return self._map(x, "x", False)[1]
-
-    def _inverse_log_det_jacobian(self, y):
-        return -self._map(y, "y", True)[1]
+            width = None
+        if width is None or out.shape[-1] not in (None, 2 * width):
+            doubled = shape_b[:-1] + (2 * shape_b[-1],)
+            expected = ", ".join(str(d) for d in ("batch",) + doubled)
+            raise ValueError(f"{self.name}: shift_and_log_scale_fn must return a "
+                             f"[{expected}] tensor or a pair, got shape "
+                             f"{tuple(out.shape)}.")
+        return super().read_parameters((out[..., :width], out[..., width:]), like)

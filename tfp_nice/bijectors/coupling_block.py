@@ -50,7 +50,8 @@ class CouplingBlock(LogDetWithResult, tfp.bijectors.Bijector):
         """Builds the block.
 
         Args:
-          couplings: `AdditiveCoupling`s and `AffineCoupling`s in the order
+          couplings: coupling bijectors (`Coupling`, `AdditiveCoupling`,
+            `AffineCoupling`, `SplineCoupling`) in the order
             `forward` applies them, at least one; every mask the first one's or
             its complement.
           validate_args: kept for TFP's interface.
@@ -67,8 +68,9 @@ class CouplingBlock(LogDetWithResult, tfp.bijectors.Bijector):
             raise ValueError("CouplingBlock needs at least one coupling, got none.")
         for k, coupling in enumerate(couplings):
             if not isinstance(coupling, MaskedCoupling):
-                raise TypeError(f"CouplingBlock takes AdditiveCoupling and AffineCoupling "
-                                f"bijectors; entry {k} is a {type(coupling).__name__}.")
+                raise TypeError(f"CouplingBlock takes the coupling bijectors of this package "
+                                f"(Coupling and its kinds); entry {k} is a "
+                                f"{type(coupling).__name__}.")
         first = couplings[0].mask
         self._same = []
         for k, coupling in enumerate(couplings):
@@ -101,11 +103,8 @@ class CouplingBlock(LogDetWithResult, tfp.bijectors.Bijector):
                 b, part = coupling.transform_part(a, b, inverse)
             else:
                 a, part = coupling.transform_part(b, a, inverse)
-            if part is not None:
-                log_det = part if log_det is None else log_det + part
+            log_det = part if log_det is None else log_det + part
         out = self._partition.merge(a, b, batch_shape)
-        if log_det is None:
-            return out, tf.zeros(batch_shape, t.dtype)
         return out, tf.reshape(log_det, batch_shape)
 
     # Each affine coupling's network gives its log-scale with its shift: the log-det goes
@@ -114,7 +113,8 @@ class CouplingBlock(LogDetWithResult, tfp.bijectors.Bijector):
 
     def _constant_log_det(self, t, what):
         self._couplings[0]._check_input(t, what)
-        return tf.zeros(self._partition.batch_shape_tensor(t), t.dtype)
+        value = tf.add_n([c.constant_log_det_value(t.dtype) for c in self._couplings])
+        return tf.broadcast_to(value, self._partition.batch_shape_tensor(t))
 
     def _forward_log_det_jacobian(self, x):
         if self._constant:

@@ -3,7 +3,9 @@
 import numpy as np
 import tensorflow_probability as tfp
 
+from tfp_nice import transformers
 from tfp_nice._choices import COUPLING_KINDS
+from tfp_nice.bijectors._coupling import Coupling
 from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
 from tfp_nice.bijectors.affine_coupling import AffineCoupling
 from tfp_nice.bijectors.masks import check_mask, partition_mask
@@ -13,9 +15,25 @@ from tfp_nice.bijectors.spline_coupling import (DEFAULT_BINS, SplineCoupling,
 
 tfb = tfp.bijectors
 
-__all__ = ["COUPLINGS", "coupling_masks", "generator", "nice_bijector"]
+__all__ = ["COUPLINGS", "coupling_bijector", "coupling_masks", "generator", "nice_bijector"]
 
 COUPLINGS = dict(zip(COUPLING_KINDS, (AdditiveCoupling, AffineCoupling, SplineCoupling)))
+
+
+def coupling_bijector(transformer, fn, mask, name, context=None):
+    """The coupling bijector of `transformer` (a `Transformer` or a built-in's name) over
+    the network `fn`: `AdditiveCoupling`, `AffineCoupling` or `SplineCoupling` for the
+    built-ins (which read their networks' outputs as those classes document), `Coupling`
+    for any other transformer."""
+    transformer = transformers.get(transformer)
+    kind = type(transformer)
+    if kind is transformers.Additive:
+        return AdditiveCoupling(fn, mask, name=name, context=context)
+    if kind is transformers.Affine:
+        return AffineCoupling(fn, mask, name=name, context=context, transformer=transformer)
+    if kind is transformers.Spline:
+        return SplineCoupling(fn, mask, name=name, context=context, **transformer.get_config())
+    return Coupling(fn, mask, transformer, name=name, context=context)
 
 
 def coupling_masks(event_shape, num_couplings, partition="odd_even"):

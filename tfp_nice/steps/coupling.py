@@ -8,28 +8,30 @@ from typing import Any, Callable, Sequence
 import keras
 from numpy.typing import ArrayLike
 
+from tfp_nice import transformers
 from tfp_nice._validation import check_choice
-from tfp_nice.bijectors import COUPLINGS, check_mask
-from tfp_nice.bijectors.spline_coupling import (DEFAULT_BINS, DEFAULT_TAIL_BOUND,
-                                                check_spline_options, spline_parameter_count)
+from tfp_nice.bijectors import check_mask, coupling_bijector
 from tfp_nice.bijectors._partition import MaskPartition
 from tfp_nice.networks import SCALES, CouplingConvNet, CouplingMLP
 from tfp_nice.steps.base import FlowStep, check_context_shape, under_policy
+from tfp_nice.transformers import Additive, Affine, Spline, Transformer
 
 __all__ = ["CouplingStep"]
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
 class CouplingStep(FlowStep):
-    """An additive (NICE), affine (RealNVP) or spline coupling whose network this step owns.
+    """A coupling of any transformer (additive, affine, spline, one's own) and its network.
 
-    `mask` (`True` = conditioning part A) splits the event; the network maps
-    part A to what changes part B: its shift (`coupling="additive"`), its
-    shift and log-scale (`"affine"`, a pair or one tensor holding both on its
-    last axis), or the `3 * num_bins - 1` raw parameters per entry of part B
-    of a monotone rational-quadratic spline on `[-tail_bound, tail_bound]`,
-    the identity outside (`"spline"`, Neural Spline Flows; see
-    `SplineCoupling`). Part A arrives in the shape the mask gives it: a mask that
+    `mask` (`True` = conditioning part A) splits the event; the network (the
+    conditioner) maps part A to the parameters of the transformer part B
+    undergoes entry by entry (`transformer=`, a `tfp_nice.Transformer` or a
+    built-in's name; `coupling=` is its older name and keeps working): NICE's
+    shift (`"additive"`), RealNVP's shift and log-scale (`"affine"`), the
+    `3 * num_bins - 1` raw parameters of a monotone rational-quadratic spline
+    on `[-tail_bound, tail_bound]`, the identity outside (`"spline"`, Neural
+    Spline Flows), or the `params_per_entry` parameters of a transformer of
+    your own. Part A arrives in the shape the mask gives it: a mask that
     picks channels of an `(h, w, c)` event (the `"channel"` partition) gives
     an image `(h, w, c_a)`, so a `keras.layers.Conv2D` stack can be the
     network; any other mask gives a flat vector of its `n_a` entries.
@@ -51,17 +53,16 @@ class CouplingStep(FlowStep):
     your own must take the `context=` keyword.
     """
 
-    constant_log_det = property(lambda self: self.coupling == "additive")
     affine = False
 
     def __init__(self, event_shape: Sequence[int], mask: ArrayLike,
-                 hidden_units: Sequence[int] | None = None, coupling: str = "additive",
+                 hidden_units: Sequence[int] | None = None, coupling: str | None = None,
                  activation: str | Callable = "relu",
                  network: keras.layers.Layer | Callable[[tuple, tuple], keras.layers.Layer]
                  | None = None, hidden_channels: Sequence[int] | None = None,
                  scale: str = "bounded", context_shape: Sequence[int] | None = None,
                  num_bins: int | None = None, tail_bound: float | None = None,
-                 **kwargs: Any) -> None:
+                 transformer: str | Transformer | None = None, **kwargs: Any) -> None:
         """Builds the step and its network's weights.
 
         Args:
@@ -70,13 +71,16 @@ class CouplingStep(FlowStep):
           hidden_units: widths of the hidden layers of a default dense network
             (a `CouplingMLP` whose last layer starts at zero, so a fresh step is
             the identity).
-          coupling: `"additive"`, `"affine"` or `"spline"`.
+          coupling: `"additive"`, `"affine"` or `"spline"` (the older name of
+            `transformer`; give one of the two, `"additive"` if neither).
           activation: the default network's activation.
           network: instead of a default network, a Keras layer, or a factory
             `network(part_shape, output_shape) -> keras layer`, called with the
-            shape of part A and the shape the network must return (part B's,
-            with twice its last axis for an affine coupling, `3 * num_bins - 1`
-            times for a spline; both without the batch axis), under the step's
+            shape of part A and the shape the network must return (part B's
+            with `params_per_entry` times its last axis: twice for affine, the
+            shifts then the log-scales; `3 * num_bins - 1` times for a spline
+            and any other transformer, each entry's values side by side; both
+            without the batch axis), under the step's
             dtype policy (layers it makes without a `dtype` take the step's).
             Start its last layer at zero to start at the identity.
           hidden_channels: widths of the hidden convolutions of a default
@@ -89,6 +93,10 @@ class CouplingStep(FlowStep):
           num_bins: a spline coupling's bins per entry (default 8).
           tail_bound: a spline coupling's `B`: the splines act on `[-B, B]`
             and are the identity outside (default 3.0).
+          transformer: a `tfp_nice.Transformer` (`tn.Affine("sigmoid")`,
+            `tn.Spline(num_bins=5)`, one's own) or a built-in's name. A default
+            network gives it `params_per_entry` raw values per entry of part B
+            (for `Affine()`, the `(shift, log_scale)` pair `scale` shapes).
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
 
         Raises:
@@ -101,25 +109,21 @@ class CouplingStep(FlowStep):
         """
         super().__init__(event_shape, **kwargs)
         self.mask = check_mask(mask, self.event_shape)
-        self.coupling = check_choice(coupling, tuple(COUPLINGS), "coupling")
+        self.transformer = _resolve_transformer(self.name, coupling, transformer, num_bins,
+                                                tail_bound)
         self.scale = check_choice(scale, SCALES, "scale")
-        if self.coupling == "spline":
-            if self.scale != "bounded":
-                raise ValueError(f"{self.name}: scale={self.scale!r} shapes an affine "
-                                 "coupling's log-scale; a spline coupling has none.")
-            self.num_bins, self.tail_bound = check_spline_options(
-                DEFAULT_BINS if num_bins is None else num_bins,
-                DEFAULT_TAIL_BOUND if tail_bound is None else tail_bound)
-        elif num_bins is not None or tail_bound is not None:
-            raise ValueError(f"{self.name}: num_bins and tail_bound shape a spline coupling; "
-                             f"this one is {self.coupling!r}. Received: num_bins={num_bins!r}, "
-                             f"tail_bound={tail_bound!r}")
+        # the default networks shape an affine log-scale themselves (a learned bound, or
+        # Glow's sigmoid): they return (shift, log_scale) for Affine's plain scale
+        paired = isinstance(self.transformer, Affine) and self.transformer.scale == "exp"
+        if self.scale != "bounded" and not paired and not isinstance(self.transformer,
+                                                                       Additive):
+            raise ValueError(f"{self.name}: scale={self.scale!r} shapes an affine "
+                             f"coupling's log-scale; a {self.coupling} coupling has none.")
         self._context_shape = check_context_shape(context_shape, self.name)
         units = None if self._context_shape is None else math.prod(self._context_shape)
         partition = MaskPartition(self.mask)
         self.part_shape, part_b = partition.shape_a, partition.shape_b
-        widths = {"additive": 1, "affine": 2}
-        per_entry = widths.get(self.coupling) or spline_parameter_count(self.num_bins)
+        per_entry = self.transformer.params_per_entry
         self.network_output_shape = part_b[:-1] + (per_entry * part_b[-1],)
         given = [k for k, v in (("hidden_units", hidden_units),
                                 ("hidden_channels", hidden_channels),
@@ -136,12 +140,11 @@ class CouplingStep(FlowStep):
                                                                      hidden_units)
         self.hidden_channels = None if hidden_channels is None else tuple(
             int(u) for u in hidden_channels)
+        outputs = 1 if paired else per_entry  # per entry, or per entry of each of the pair
         if hidden_units is not None:
-            spline = self.coupling == "spline"
-            network = CouplingMLP(self.hidden_units, int((~self.mask).sum()) * (
-                                      per_entry if spline else 1),
-                                  activation=activation, affine=coupling == "affine",
-                                  output_shape=(self.network_output_shape if spline else part_b)
+            network = CouplingMLP(self.hidden_units, int((~self.mask).sum()) * outputs,
+                                  activation=activation, affine=paired,
+                                  output_shape=part_b[:-1] + (outputs * part_b[-1],)
                                   if len(part_b) > 1 else None,
                                   scale=self.scale, context_units=units,
                                   dtype=self.dtype_policy, name="network")
@@ -151,9 +154,8 @@ class CouplingStep(FlowStep):
                                  "which needs a mask that picks channels of an (h, w, c) "
                                  "event (partition_mask('channel', ...)); use hidden_units "
                                  "for this mask.")
-            channels = part_b[-1] * (per_entry if self.coupling == "spline" else 1)
-            network = CouplingConvNet(self.hidden_channels, channels, activation=activation,
-                                      affine=coupling == "affine", scale=self.scale,
+            network = CouplingConvNet(self.hidden_channels, part_b[-1] * outputs,
+                                      activation=activation, affine=paired, scale=self.scale,
                                       context_units=units, dtype=self.dtype_policy,
                                       name="network")
         elif not isinstance(network, keras.layers.Layer):
@@ -184,23 +186,35 @@ class CouplingStep(FlowStep):
     def context_shape(self):
         return self._context_shape
 
+    @property
+    def coupling(self) -> str:
+        """The transformer's name: `"additive"`, `"affine"`, `"spline"`, or a custom one's."""
+        return self.transformer.name
+
+    @property
+    def constant_log_det(self) -> bool:  # type: ignore[override]
+        return self.transformer.constant_log_det
+
+    @property
+    def num_bins(self) -> int | None:
+        """A spline transformer's bins (`None` for other transformers)."""
+        return getattr(self.transformer, "num_bins", None)
+
+    @property
+    def tail_bound(self) -> float | None:
+        """A spline transformer's bound `B` (`None` for other transformers)."""
+        return getattr(self.transformer, "tail_bound", None)
+
     def bijector(self, context=None):
         """The coupling over the current weights; a conditional step's bound to `context`,
         rows of shape `(N, *context_shape)` (an unconditional step ignores it)."""
-        options = self._spline_options()
         if self._context_shape is None:
-            return COUPLINGS[self.coupling](self.network, self.mask, name=self.name,
-                                            **options)
-        if context is None:
+            context = None
+        elif context is None:
             raise ValueError(f"{self.name} is conditional (context_shape="
                              f"{self._context_shape}) and needs a context.")
-        return COUPLINGS[self.coupling](self.network, self.mask, name=self.name,
-                                        context=context, **options)
-
-    def _spline_options(self):
-        if self.coupling != "spline":
-            return {}
-        return {"num_bins": self.num_bins, "tail_bound": self.tail_bound}
+        return coupling_bijector(self.transformer, self.network, self.mask, self.name,
+                                 context=context)
 
     def adapt(self, h, context=None):
         return self.bijector(context).forward(h)
@@ -210,7 +224,7 @@ class CouplingStep(FlowStep):
 
     def get_config(self):
         config = {**super().get_config(), "mask": self.mask.tolist(),
-                  "coupling": self.coupling, **self._spline_options()}
+                  **_transformer_config(self.transformer)}
         if self._context_shape is not None:
             config["context_shape"] = list(self._context_shape)
         sizes = {"hidden_units": self.hidden_units, "hidden_channels": self.hidden_channels}
@@ -223,6 +237,40 @@ class CouplingStep(FlowStep):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        if isinstance(config.get("network"), dict):
-            config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        for key in ("network", "transformer"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _resolve_transformer(name, coupling, transformer, num_bins, tail_bound):
+    """The step's transformer from `coupling=` or `transformer=` (a name or an instance)
+    and a spline's `num_bins`/`tail_bound`, or a clear error."""
+    if coupling is not None and transformer is not None:
+        raise ValueError(f"{name}: give coupling or transformer, not both (coupling is "
+                         f"transformer's older name). Received: coupling={coupling!r}, "
+                         f"transformer={transformer!r}")
+    chosen = transformer if transformer is not None else coupling or "additive"
+    options = {k: v for k, v in (("num_bins", num_bins), ("tail_bound", tail_bound))
+               if v is not None}
+    if chosen == "spline":
+        return Spline(**options)
+    resolved = transformers.get(chosen)
+    if options:
+        raise ValueError(f"{name}: num_bins and tail_bound shape a spline coupling given by "
+                         f"name; this one is {resolved!r}. Received: num_bins={num_bins!r}, "
+                         f"tail_bound={tail_bound!r}")
+    return resolved
+
+
+def _transformer_config(transformer):
+    """A built-in with the options a name gives (`coupling`, a spline's bins and bound), as
+    files have always held it; any other transformer as a Keras object."""
+    defaults = {"additive": Additive(), "affine": Affine()}
+    if defaults.get(transformer.name) == transformer:
+        return {"coupling": transformer.name}
+    if isinstance(transformer, Spline) and transformer == Spline(
+            transformer.num_bins, transformer.tail_bound):
+        return {"coupling": "spline", "num_bins": transformer.num_bins,
+                "tail_bound": transformer.tail_bound}
+    return {"transformer": keras.saving.serialize_keras_object(transformer)}
