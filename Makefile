@@ -10,8 +10,9 @@ BENCH_STAMP := $(VENV)/.tfp_nice-bench-installed
 BENCH_ARGS ?= --json benchmarks/results.json
 DOCS_STAMP := $(VENV)/.tfp_nice-docs-installed
 RELEASE_STAMP := $(VENV)/.tfp_nice-release-installed
+TYPECHECK_STAMP := $(VENV)/.tfp_nice-typecheck-installed
 
-.PHONY: run test bench docs dist clean
+.PHONY: run test bench docs dist typecheck clean
 
 run: $(STAMP)
 	$(BIN)/tfp-nice train --out runs/digits --overwrite
@@ -26,6 +27,10 @@ bench: $(BENCH_STAMP)
 docs: $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict
 
+# The type checker over tfp_nice/ (its settings in pyproject.toml).
+typecheck: $(TYPECHECK_STAMP)
+	$(BIN)/python -m mypy
+
 # The wheel and the sdist in dist/, their metadata checked.
 dist: $(RELEASE_STAMP)
 	rm -rf dist
@@ -35,6 +40,10 @@ dist: $(RELEASE_STAMP)
 $(DOCS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[docs]"
 	touch $(DOCS_STAMP)
+
+$(TYPECHECK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[typecheck]"
+	touch $(TYPECHECK_STAMP)
 
 $(RELEASE_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[release]"

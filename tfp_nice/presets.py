@@ -1,5 +1,7 @@
 """Ready-made configurations from the papers."""
 
+from __future__ import annotations
+
 import collections
 
 import keras
@@ -14,7 +16,8 @@ __all__ = ["Preset", "affine_mnist", "glow_mnist", "nice_mnist"]
 Preset = collections.namedtuple("Preset", ["model", "optimizer", "preprocess"])
 
 
-def nice_mnist(rescaling_init="data", adam_beta_2=0.99, seed=0):
+def nice_mnist(rescaling_init: str = "data", adam_beta_2: float = 0.99,
+               seed: int = 0) -> Preset:
     """NICE's MNIST model and optimiser (Dinh et al. 2014, section 5.1 and appendix).
 
     * Model: 4 additive couplings with odd/even partitions, coupling networks
@@ -47,7 +50,7 @@ def nice_mnist(rescaling_init="data", adam_beta_2=0.99, seed=0):
     return Preset(model, optimizer, _mnist_preprocess)
 
 
-def affine_mnist(seed=0, num_classes=None):
+def affine_mnist(seed: int = 0, num_classes: int | None = None) -> Preset:
     """The library's MNIST recipe: NICE's model made affine, measured to train fastest.
 
     On the benchmarks' split (MNIST's test set: 7,000 images to train, 1,000 to
@@ -97,8 +100,9 @@ def affine_mnist(seed=0, num_classes=None):
     return Preset(model, optimizer, _mnist_preprocess)
 
 
-def glow_mnist(seed=0, steps_per_scale=8, hidden_channels=64, learning_rate=2e-3,
-               warmup_steps=0, use_ema=True, num_classes=None):
+def glow_mnist(seed: int = 0, steps_per_scale: int = 8, hidden_channels: int = 64,
+               learning_rate: float = 2e-3, warmup_steps: int = 0, use_ema: bool = True,
+               num_classes: int | None = None) -> Preset:
     """A multi-scale convolutional flow for 28x28 images (RealNVP's layout, Glow's steps).
 
     * Model (`tfp_nice.multiscale_steps`): RealNVP's logit preprocessing

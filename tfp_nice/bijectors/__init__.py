@@ -9,8 +9,13 @@ from tfp_nice.bijectors.coupling_block import CouplingBlock, fuse_couplings
 from tfp_nice.bijectors.factor_out import FactorOut
 from tfp_nice.bijectors.lu_linear import LULinear, lu_linear_init
 from tfp_nice.bijectors.masks import PARTITIONS, check_mask, partition_mask
-from tfp_nice.bijectors.nice import (COUPLINGS, coupling_bijector, coupling_masks, generator,
-                                     nice_bijector)
+from tfp_nice.bijectors.nice import (
+                                     COUPLINGS,
+                                     coupling_bijector,
+                                     coupling_masks,
+                                     generator,
+                                     nice_bijector,
+)
 from tfp_nice.bijectors.permutation import Permutation, random_permutation, reverse_permutation
 from tfp_nice.bijectors.rescaling import Rescaling
 from tfp_nice.bijectors.spline_coupling import SplineCoupling, spline_parameter_count

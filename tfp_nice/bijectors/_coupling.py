@@ -1,12 +1,19 @@
 """What every masked coupling layer shares: the network, the mask, the checks."""
 
+from __future__ import annotations
+
+from typing import Any, Callable
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from numpy.typing import ArrayLike
 
 from tfp_nice import _private_api, transformers
+from tfp_nice._types import TensorLike
 from tfp_nice.bijectors import _checks, _tracking
 from tfp_nice.bijectors._partition import MaskPartition
+from tfp_nice.transformers import Transformer
 
 
 class LogDetWithResult:
@@ -73,27 +80,27 @@ class MaskedCoupling(LogDetWithResult, tfp.bijectors.Bijector):
             )
 
     @property
-    def transformer(self):
+    def transformer(self) -> Transformer:
         """The elementwise map part B undergoes (a `tfp_nice.Transformer`)."""
         return self._transformer
 
     @property
-    def constant_log_det(self):
+    def constant_log_det(self) -> bool:
         """Whether the log-det is the same at every input (the transformer's says)."""
         return self._transformer.constant_log_det
 
     @property
-    def mask(self):
+    def mask(self) -> np.ndarray:
         """The mask as a numpy boolean array (`True` = conditioning part)."""
         return self._partition.mask.copy()
 
     @property
-    def context(self):
+    def context(self) -> tf.Tensor | None:
         """The context the network is given with part A (`fn(x_a, context=c)`), or `None`."""
         return self._context
 
     @property
-    def part_shapes(self):
+    def part_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """`(shape_a, shape_b)`: the shapes of the two parts after the batch axis.
 
         `(h, w, c_a)` and `(h, w, c_b)` for a mask that picks channels of an
@@ -102,7 +109,8 @@ class MaskedCoupling(LogDetWithResult, tfp.bijectors.Bijector):
         """
         return self._partition.shape_a, self._partition.shape_b
 
-    def transform_part(self, x_a, x_b, inverse=False):
+    def transform_part(self, x_a: tf.Tensor, x_b: tf.Tensor,
+                       inverse: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns `(y_b, log_det)`: part B mapped given part A, and the forward log-det.
 
         `x_a` and `x_b` are `[N, *shape_a]` and `[N, *shape_b]` (see
@@ -117,7 +125,7 @@ class MaskedCoupling(LogDetWithResult, tfp.bijectors.Bijector):
         y_b, log_det = self._transformer.forward(x_b, params)
         return y_b, sum_per_example(log_det)
 
-    def parameters_given(self, x_a, like):
+    def parameters_given(self, x_a: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
         """The transformer's parameters for part B, `[N, *shape_b, params_per_entry]`,
         from the network's output on part A (`like`: part B, for its dtype)."""
         params = self.read_parameters(self._call_network(x_a, like), like)
@@ -126,7 +134,7 @@ class MaskedCoupling(LogDetWithResult, tfp.bijectors.Bijector):
                 params, f"{self.name}: the network's parameters are not finite")
         return params
 
-    def read_parameters(self, out, like):
+    def read_parameters(self, out: Any, like: tf.Tensor) -> tf.Tensor:
         """The network's output `out` as `[N, *shape_b, P]` (`P` the transformer's
         `params_per_entry`), or an error naming the shapes it takes: a tuple of `P`
         tensors of part B's shape (`[N, *shape_b]`, or flat `[N, n_b]`), or one tensor of
@@ -159,7 +167,7 @@ class MaskedCoupling(LogDetWithResult, tfp.bijectors.Bijector):
                              f"shape {tuple(out.shape)}.")
         return tf.reshape(out, (-1,) + tuple(shape_b) + (p,))
 
-    def constant_log_det_value(self, dtype):
+    def constant_log_det_value(self, dtype: Any) -> tf.Tensor:
         """A constant-log-det coupling's forward log-det per example (a scalar), from the
         transformer at zero input and parameters: no network call."""
         shape_b = tuple(self._partition.shape_b)
@@ -268,8 +276,9 @@ class Coupling(MaskedCoupling):
         array([[ 1.,  2., 13., 24.]], dtype=float32)
     """
 
-    def __init__(self, params_fn, mask, transformer, validate_args=False, name="coupling",
-                 context=None):
+    def __init__(self, params_fn: Callable[..., Any], mask: ArrayLike,
+                 transformer: str | Transformer, validate_args: bool = False,
+                 name: str = "coupling", context: TensorLike | None = None) -> None:
         """Builds the bijector.
 
         Args:
@@ -293,7 +302,7 @@ class Coupling(MaskedCoupling):
                          parameters, name, context)
 
     @property
-    def params_fn(self):
+    def params_fn(self) -> Callable[..., Any]:
         """The network that gives the transformer's parameters from part A."""
         return self._fn
 

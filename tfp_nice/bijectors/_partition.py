@@ -29,6 +29,7 @@ split once and merge once when they run as one `CouplingBlock`.
 import numpy as np
 import tensorflow as tf
 
+from tfp_nice._types import TensorLike
 from tfp_nice.bijectors import _checks
 from tfp_nice.bijectors.masks import check_mask
 
@@ -107,14 +108,14 @@ class MaskPartition:
             self.layout = ("transpose" if self._rows > 1 and 2 * self._first_len == self._period
                            else "runs")
 
-    def check(self, x, name, what="x"):
+    def check(self, x: TensorLike, name: str, what: str = "x"):
         _checks.check_event_shape(x, self.event_shape, name, what)
 
-    def batch_shape_tensor(self, x):
+    def batch_shape_tensor(self, x: TensorLike):
         shape = tf.shape(x)
         return shape[: tf.size(shape) - self.event_ndims]
 
-    def split(self, x):
+    def split(self, x: TensorLike):
         """Returns `(x_a, x_b, batch_shape)`.
 
         `x_a` and `x_b` are `[N, *shape_a]` and `[N, *shape_b]`, the batch
@@ -148,7 +149,7 @@ class MaskPartition:
             second = tf.reshape(grid[:, :, first_len:], [-1, rows * (period - first_len)])
         return (first, second, batch_shape) if self._a_first else (second, first, batch_shape)
 
-    def merge(self, x_a, x_b, batch_shape):
+    def merge(self, x_a: tf.Tensor, x_b: tf.Tensor, batch_shape):
         """Inverse of `split`."""
         shape = tf.concat([batch_shape, self.event_shape], 0)
         if self.layout == "channel":

@@ -1,5 +1,9 @@
 """Glow's activation normalisation: a per-entry (or per-channel) affine map."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -35,7 +39,8 @@ class ActNorm(Rescaling):
         array([0.6931472], dtype=float32)
     """
 
-    def __init__(self, log_scale, shift, validate_args=False, name="actnorm"):
+    def __init__(self, log_scale: tf.Tensor, shift: tf.Tensor, validate_args: bool = False,
+                 name: str = "actnorm") -> None:
         """Builds the bijector.
 
         Raises:
@@ -48,7 +53,8 @@ class ActNorm(Rescaling):
         if tuple(tf.TensorShape(self._shift.shape)) != self._scale_shape:
             raise ValueError(f"ActNorm's shift has shape {tuple(self._shift.shape)} but its "
                              f"log_scale has shape {self._scale_shape}.")
-        self._parameters = dict(self._parameters, shift=_tracking.trackable(shift))
+        self._parameters = dict(self._parameters,  # type: ignore[has-type]
+                                shift=_tracking.trackable(shift))
 
     @classmethod
     def _parameter_properties(cls, dtype):
@@ -57,7 +63,7 @@ class ActNorm(Rescaling):
                     shift=tfp.util.ParameterProperties(event_ndims=rank))
 
     @property
-    def shift(self):
+    def shift(self) -> Any:
         """The shift `b`; for a Keras variable, the `tf.Variable` behind it."""
         return _tracking.trackable(self._shift)
 

@@ -1,5 +1,12 @@
 """NICE's additive coupling layer."""
 
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from numpy.typing import ArrayLike
+
+from tfp_nice._types import TensorLike
 from tfp_nice.bijectors._coupling import MaskedCoupling
 from tfp_nice.transformers import Additive
 
@@ -58,8 +65,8 @@ class AdditiveCoupling(MaskedCoupling):
 
     parameter_labels = ("shift",)
 
-    def __init__(self, shift_fn, mask, validate_args=False, name="additive_coupling",
-                 context=None):
+    def __init__(self, shift_fn: Callable[..., Any], mask: ArrayLike, validate_args: bool = False,
+                 name: str = "additive_coupling", context: TensorLike | None = None) -> None:
         """Builds the bijector.
 
         Args:
@@ -84,6 +91,6 @@ class AdditiveCoupling(MaskedCoupling):
                          name, context)
 
     @property
-    def shift_fn(self):
+    def shift_fn(self) -> Callable[..., Any]:
         """The shift network `m`."""
         return self._fn

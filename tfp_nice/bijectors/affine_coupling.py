@@ -1,7 +1,13 @@
 """RealNVP's affine coupling layer (Dinh et al. 2016), NICE's coupling with a scale."""
 
-import tensorflow as tf
+from __future__ import annotations
 
+from typing import Any, Callable
+
+import tensorflow as tf
+from numpy.typing import ArrayLike
+
+from tfp_nice._types import TensorLike
 from tfp_nice.bijectors._coupling import MaskedCoupling
 from tfp_nice.transformers import Affine
 
@@ -55,9 +61,10 @@ class AffineCoupling(MaskedCoupling):
 
     parameter_labels = ("shift", "log_scale")
 
-    def __init__(self, shift_and_log_scale_fn, mask, log_scale_bound=None,
-                 validate_args=False, name="affine_coupling", context=None,
-                 transformer=None):
+    def __init__(self, shift_and_log_scale_fn: Callable[..., Any], mask: ArrayLike,
+                 log_scale_bound: float | None = None, validate_args: bool = False,
+                 name: str = "affine_coupling", context: TensorLike | None = None,
+                 transformer: Affine | None = None) -> None:
         """Builds the bijector.
 
         Args:
@@ -99,10 +106,10 @@ class AffineCoupling(MaskedCoupling):
                          validate_args, parameters, name, context)
 
     @property
-    def shift_and_log_scale_fn(self):
+    def shift_and_log_scale_fn(self) -> Callable[..., Any]:
         return self._fn
 
-    def read_parameters(self, out, like):
+    def read_parameters(self, out: Any, like: tf.Tensor) -> tf.Tensor:
         """The network's `(shift, log_scale)` pair, or one tensor holding the shift then
         the log-scale on its last axis (`[N, 2 n_b]`, `[N, h, w, 2 c_b]`), as
         `[N, *shape_b, 2]`."""

@@ -1,5 +1,8 @@
 """Glow's invertible 1x1 convolution: one LU-parameterised map of the channels at every pixel."""
 
+from __future__ import annotations
+
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -11,7 +14,7 @@ tfb = tfp.bijectors
 __all__ = ["InvertibleConv1x1"]
 
 
-class InvertibleConv1x1(tfb.Bijector):
+class InvertibleConv1x1(tfp.bijectors.Bijector):
     """`y[i, j] = W x[i, j]` at every pixel of an `(h, w, c)` event (Glow, arXiv 1807.03039, 3.2).
 
     `W` is a `c x c` matrix held as permuted LU factors, exactly as in
@@ -40,8 +43,9 @@ class InvertibleConv1x1(tfb.Bijector):
         True
     """
 
-    def __init__(self, lower, upper, log_diag, sign, permutation, validate_args=False,
-                 name="conv1x1"):
+    def __init__(self, lower: tf.Tensor, upper: tf.Tensor, log_diag: tf.Tensor,
+                 sign: tf.Tensor, permutation: tf.Tensor | np.ndarray,
+                 validate_args: bool = False, name: str = "conv1x1") -> None:
         """Builds the bijector.
 
         Args:
@@ -69,14 +73,14 @@ class InvertibleConv1x1(tfb.Bijector):
                              validate_args=validate_args, parameters=parameters, name=name)
 
     @property
-    def channels(self):
+    def channels(self) -> int:
         return self._channels
 
-    def matrix(self):
+    def matrix(self) -> tf.Tensor:
         """`W`, the `c x c` map of each pixel's channels."""
         return self._pixel_map.matrix()
 
-    def lower_upper(self):
+    def lower_upper(self) -> tf.Tensor:
         """The packed LU matrix `tf.linalg.lu_reconstruct` (and `tfb.ScaleMatvecLU`) take."""
         return self._pixel_map.lower_upper()
 

@@ -88,7 +88,7 @@ class CouplingBlock(LogDetWithResult, tfp.bijectors.Bijector):
                              parameters=parameters, name=name)
 
     @property
-    def couplings(self):
+    def couplings(self) -> list[MaskedCoupling]:
         """The couplings, in the order `forward` applies them."""
         return list(self._couplings)
 
@@ -130,7 +130,8 @@ class CouplingBlock(LogDetWithResult, tfp.bijectors.Bijector):
 def fuse_couplings(layers: Sequence[tfp.bijectors.Bijector]) -> list[tfp.bijectors.Bijector]:
     """`layers` with each run of two or more consecutive couplings over one partition
     (or its complement) replaced by one `CouplingBlock` of them; the rest as they are."""
-    out, run = [], []
+    out: list[tfp.bijectors.Bijector] = []
+    run: list[MaskedCoupling] = []
 
     def close():
         if len(run) > 1:

@@ -16,7 +16,7 @@ tfb = tfp.bijectors
 __all__ = ["FactorOut"]
 
 
-class FactorOut(LogDetWithResult, tfb.Bijector):
+class FactorOut(LogDetWithResult, tfp.bijectors.Bijector):
     """A multi-scale exit (RealNVP, arXiv 1605.08803, section 3.6): `(h, w, c) -> (D,)`.
 
     The first `keep` channels go on through `inner` (a bijector over
@@ -53,7 +53,7 @@ class FactorOut(LogDetWithResult, tfb.Bijector):
         array([1.3862944], dtype=float32)
     """
 
-    def __init__(self, inner: tfb.Bijector, event_shape: Sequence[int], keep: int,
+    def __init__(self, inner: tfp.bijectors.Bijector, event_shape: Sequence[int], keep: int,
                  inner_output_shape: Sequence[int], validate_args: bool = False,
                  name: str = "factor_out") -> None:
         """Builds the bijector.
@@ -96,7 +96,7 @@ class FactorOut(LogDetWithResult, tfb.Bijector):
                              validate_args=validate_args, parameters=parameters, name=name)
 
     @property
-    def inner(self) -> tfb.Bijector:
+    def inner(self) -> tfp.bijectors.Bijector:
         """The bijector the kept channels go through."""
         return self._inner
 

@@ -1,5 +1,9 @@
 """An invertible linear map of the flattened event, LU-parameterised (Glow's 1x1 conv)."""
 
+from __future__ import annotations
+
+from typing import Sequence
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -12,7 +16,7 @@ tfb = tfp.bijectors
 __all__ = ["LULinear", "lu_linear_init"]
 
 
-def lu_linear_init(size, seed):
+def lu_linear_init(size: int, seed: int) -> dict[str, np.ndarray]:
     """Glow's start: the LU factors of a random rotation, as numpy arrays.
 
     Returns a dict with `lower`, `upper` (strict parts), `log_diag`, `sign`
@@ -28,7 +32,7 @@ def lu_linear_init(size, seed):
             "permutation": perm.numpy().astype(np.int32)}
 
 
-class LULinear(tfb.Bijector):
+class LULinear(tfp.bijectors.Bijector):
     """`y = W x` on the flattened event, with `W` held as permuted LU factors.
 
     `W = lu_reconstruct(L + U + diag(sign * exp(log_diag)), permutation)`
@@ -61,8 +65,10 @@ class LULinear(tfb.Bijector):
         True
     """
 
-    def __init__(self, lower, upper, log_diag, sign, permutation, event_shape,
-                 validate_args=False, name="lu_linear"):
+    def __init__(self, lower: tf.Tensor, upper: tf.Tensor, log_diag: tf.Tensor,
+                 sign: tf.Tensor, permutation: tf.Tensor | np.ndarray,
+                 event_shape: Sequence[int],
+                 validate_args: bool = False, name: str = "lu_linear") -> None:
         parameters = dict(locals())
         self._event_shape = tuple(int(d) for d in event_shape)
         size = int(np.prod(self._event_shape))
@@ -90,7 +96,7 @@ class LULinear(tfb.Bijector):
                              is_constant_jacobian=True, validate_args=validate_args,
                              parameters=parameters, name=name)
 
-    def lower_upper(self):
+    def lower_upper(self) -> tf.Tensor:
         """The packed LU matrix `tf.linalg.lu_reconstruct` takes."""
         lower = tf.convert_to_tensor(self._lower, self._dtype_) * self._strict_lower
         upper = tf.convert_to_tensor(self._upper, self._dtype_) * self._strict_upper
@@ -101,7 +107,7 @@ class LULinear(tfb.Bijector):
     def _permutation(self):
         return tf.cast(tf.convert_to_tensor(self._perm), tf.int32)
 
-    def matrix(self):
+    def matrix(self) -> tf.Tensor:
         """`W` itself."""
         return tf.linalg.lu_reconstruct(self.lower_upper(), self._permutation())
 

@@ -6,14 +6,19 @@ B, which it transforms. `~mask` swaps the roles, as NICE does between
 consecutive couplings.
 """
 
+from __future__ import annotations
+
+from typing import Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from tfp_nice._choices import PARTITIONS
 
 __all__ = ["PARTITIONS", "partition_mask", "check_mask"]
 
 
-def check_mask(mask, event_shape=None):
+def check_mask(mask: ArrayLike, event_shape: Sequence[int] | None = None) -> np.ndarray:
     """Returns `mask` as a numpy boolean array after checking it.
 
     Args:
@@ -50,7 +55,7 @@ def check_mask(mask, event_shape=None):
     return arr
 
 
-def partition_mask(partition, event_shape):
+def partition_mask(partition: str, event_shape: Sequence[int]) -> np.ndarray:
     """Returns the boolean mask of a named partition (`True` = conditioning part).
 
     Args:

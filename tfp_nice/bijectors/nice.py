@@ -1,7 +1,13 @@
 """Assembling NICE's couplings and rescaling into one bijector."""
 
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
 import numpy as np
+import tensorflow as tf
 import tensorflow_probability as tfp
+from numpy.typing import ArrayLike
 
 from tfp_nice import transformers
 from tfp_nice._choices import COUPLING_KINDS
@@ -10,8 +16,7 @@ from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
 from tfp_nice.bijectors.affine_coupling import AffineCoupling
 from tfp_nice.bijectors.masks import check_mask, partition_mask
 from tfp_nice.bijectors.rescaling import Rescaling
-from tfp_nice.bijectors.spline_coupling import (DEFAULT_BINS, SplineCoupling,
-                                                spline_parameter_count)
+from tfp_nice.bijectors.spline_coupling import DEFAULT_BINS, SplineCoupling, spline_parameter_count
 
 tfb = tfp.bijectors
 
@@ -36,7 +41,8 @@ def coupling_bijector(transformer, fn, mask, name, context=None):
     return Coupling(fn, mask, transformer, name=name, context=context)
 
 
-def coupling_masks(event_shape, num_couplings, partition="odd_even"):
+def coupling_masks(event_shape: Sequence[int], num_couplings: int,
+                   partition: str | ArrayLike = "odd_even") -> list[np.ndarray]:
     """Returns the masks of `num_couplings` couplings, alternating the partition.
 
     Coupling `i` (0-based, in the data -> latent order) conditions on `mask`
@@ -67,7 +73,8 @@ def _check_log_scale_shape(log_scale, event_shape):
         )
 
 
-def generator(f_layers, validate_args=False, name="nice"):
+def generator(f_layers: Sequence[tfp.bijectors.Bijector], validate_args: bool = False,
+              name: str = "nice") -> tfp.bijectors.Bijector:
     """NICE's generator `g = f^{-1}` (latent -> data) from the layers of `f`.
 
     `f_layers` are bijectors in the order `f` (data -> latent) applies them;
@@ -101,14 +108,14 @@ def generator(f_layers, validate_args=False, name="nice"):
 
 
 def nice_bijector(
-    event_shape,
-    shift_fns,
-    partition="odd_even",
-    log_scale=None,
-    coupling="additive",
-    validate_args=False,
-    name="nice",
-):
+    event_shape: Sequence[int],
+    shift_fns: Sequence[Callable[..., Any]],
+    partition: str | ArrayLike = "odd_even",
+    log_scale: tf.Tensor | None = None,
+    coupling: str = "additive",
+    validate_args: bool = False,
+    name: str = "nice",
+) -> tfp.bijectors.Bijector:
     """Returns NICE's generator `g`, a bijector mapping latent -> data.
 
     NICE (arXiv 1410.8516) defines the data -> latent map

@@ -1,8 +1,13 @@
 """Fixed permutations of an event's entries, for any event rank."""
 
+from __future__ import annotations
+
+from typing import Sequence
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from numpy.typing import ArrayLike
 
 from tfp_nice.bijectors import _checks, _tracking
 from tfp_nice.bijectors.rescaling import _is_variable
@@ -12,17 +17,17 @@ tfb = tfp.bijectors
 __all__ = ["Permutation", "random_permutation", "reverse_permutation"]
 
 
-def reverse_permutation(size):
+def reverse_permutation(size: int) -> np.ndarray:
     """The permutation that reverses `size` entries."""
     return np.arange(size)[::-1].copy()
 
 
-def random_permutation(size, seed):
+def random_permutation(size: int, seed: int | None) -> np.ndarray:
     """A fixed random permutation of `size` entries from an int `seed`."""
     return np.random.default_rng(seed).permutation(size)
 
 
-class Permutation(tfb.Bijector):
+class Permutation(tfp.bijectors.Bijector):
     """Reorders the entries of each event: `forward(x).flat[i] = x.flat[permutation[i]]`.
 
         forward:  y_flat = x_flat[permutation]      log-det 0 (volume preserving)
@@ -44,7 +49,8 @@ class Permutation(tfb.Bijector):
                 [2., 4.]]], dtype=float32)
     """
 
-    def __init__(self, permutation, event_shape, validate_args=False, name="permutation"):
+    def __init__(self, permutation: ArrayLike, event_shape: Sequence[int],
+                 validate_args: bool = False, name: str = "permutation") -> None:
         """Builds the bijector.
 
         Args:
@@ -80,7 +86,7 @@ class Permutation(tfb.Bijector):
                              parameters=parameters, name=name)
 
     @property
-    def permutation(self):
+    def permutation(self) -> np.ndarray:
         """The permutation, as a numpy array."""
         return np.asarray(tf.convert_to_tensor(self._perm))
 

@@ -1,5 +1,9 @@
 """NICE's diagonal scaling layer."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -26,7 +30,7 @@ def _keep_variable(value, dtype):
     return tf.convert_to_tensor(value, dtype=dtype)
 
 
-class Rescaling(tfb.AutoCompositeTensorBijector):
+class Rescaling(tfp.bijectors.AutoCompositeTensorBijector):
     """NICE's diagonal scaling layer, log-parameterised.
 
     With `s = log_scale`:
@@ -69,7 +73,8 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
         True
     """
 
-    def __init__(self, log_scale, validate_args=False, name="rescaling"):
+    def __init__(self, log_scale: tf.Tensor, validate_args: bool = False,
+                 name: str = "rescaling") -> None:
         """Builds the bijector.
 
         Args:
@@ -123,7 +128,7 @@ class Rescaling(tfb.AutoCompositeTensorBijector):
         )
 
     @property
-    def log_scale(self):
+    def log_scale(self) -> Any:
         """The log of the scale: the Tensor or variable it was given.
 
         For a Keras variable this is the `tf.Variable` behind it (the same

@@ -1,8 +1,14 @@
 """The rational-quadratic spline coupling of Neural Spline Flows (Durkan et al. 2019)."""
 
+from __future__ import annotations
+
+from typing import Any, Callable
+
 import tensorflow as tf
 import tensorflow_probability as tfp
+from numpy.typing import ArrayLike
 
+from tfp_nice._types import TensorLike
 from tfp_nice.bijectors._coupling import MaskedCoupling
 from tfp_nice.transformers.spline import (  # noqa: F401 - the spline's helpers, here as before
     DEFAULT_BINS,
@@ -80,9 +86,11 @@ class SplineCoupling(MaskedCoupling):
         (True, array([0.], dtype=float32))
     """
 
-    def __init__(self, spline_params_fn, mask, num_bins=DEFAULT_BINS,
-                 tail_bound=DEFAULT_TAIL_BOUND, min_bin_width=1e-3, min_bin_height=1e-3,
-                 min_slope=1e-3, validate_args=False, name="spline_coupling", context=None):
+    def __init__(self, spline_params_fn: Callable[..., Any], mask: ArrayLike,
+                 num_bins: int = DEFAULT_BINS, tail_bound: float = DEFAULT_TAIL_BOUND,
+                 min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+                 min_slope: float = 1e-3, validate_args: bool = False,
+                 name: str = "spline_coupling", context: TensorLike | None = None) -> None:
         """Builds the bijector.
 
         Args:
@@ -110,29 +118,29 @@ class SplineCoupling(MaskedCoupling):
                          validate_args, parameters, name, context)
 
     @property
-    def spline_params_fn(self):
+    def spline_params_fn(self) -> Callable[..., Any]:
         return self._fn
 
     @property
-    def num_bins(self):
+    def num_bins(self) -> int:
         return self._transformer.num_bins
 
     @property
-    def tail_bound(self):
+    def tail_bound(self) -> float:
         return self._transformer.tail_bound
 
     def _raw_parameters(self, x_a, x_b):
         """The network's output as `[N, *shape_b, 3 K - 1]`, or an error naming the shape."""
         return self.parameters_given(x_a, x_b)
 
-    def spline(self, raw):
+    def spline(self, raw: tf.Tensor) -> tfp.bijectors.Bijector:
         """TFP's spline bijector (elementwise, batch shape `raw.shape[:-1]`) for raw
         parameters `raw` of shape `[..., 3 K - 1]` (its inverse made safe as described)."""
         widths, heights, slopes = self.spline_parameters(raw)
         return _RationalQuadraticSpline(widths, heights, slopes,
                                         range_min=tf.cast(-self.tail_bound, raw.dtype))
 
-    def spline_parameters(self, raw):
+    def spline_parameters(self, raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """`(widths, heights, slopes)` of the splines, `[..., K]`, `[..., K]` and
         `[..., K - 1]`, for raw parameters `[..., 3 K - 1]` (the map above)."""
         if self.validate_args:

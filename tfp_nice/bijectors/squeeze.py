@@ -29,7 +29,7 @@ def squeezed_shape(event_shape: Sequence[int], factor: int = 2) -> tuple[int, in
     return (h // factor, w // factor, c * factor * factor)
 
 
-class Squeeze(tfb.Bijector):
+class Squeeze(tfp.bijectors.Bijector):
     """Space to depth (RealNVP, arXiv 1605.08803, section 3.6): `(h, w, c) -> (h/f, w/f, c f^2)`.
 
         forward:  y[i, j, (a f + b) c + k] = x[i f + a, j f + b, k]    log-det 0
@@ -70,7 +70,7 @@ class Squeeze(tfb.Bijector):
                              validate_args=validate_args, parameters=parameters, name=name)
 
     @property
-    def factor(self):
+    def factor(self) -> int:
         return self._factor
 
     def _forward_event_shape(self, input_shape):

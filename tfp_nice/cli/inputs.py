@@ -20,6 +20,7 @@ from tfp_nice.data import (
     load_mnist,
     read_npz,
 )
+
 BUILTIN_DATA = ("digits",) + tuple(TOY_DATASETS)
 
 

@@ -1,11 +1,14 @@
 """Gaussian baselines: the held-out log-likelihood a flow has to beat."""
 
+from __future__ import annotations
+
 import numpy as np
 
 __all__ = ["gaussian_log_likelihood"]
 
 
-def gaussian_log_likelihood(train, test, covariance="full"):
+def gaussian_log_likelihood(train: np.ndarray, test: np.ndarray,
+                            covariance: str = "full") -> np.ndarray:
     """Per-example log-likelihood of `test` under the ML Gaussian fitted to `train`.
 
     Args:

@@ -1,5 +1,7 @@
 """Loaders: scikit-learn's digits (shipped), MNIST from local IDX or .npz files."""
 
+from __future__ import annotations
+
 import gzip
 import os
 import pathlib
@@ -7,6 +9,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +22,7 @@ __all__ = ["DIGITS_LEVELS", "MNIST_LEVELS", "download_mnist", "load_digits", "lo
 DIGITS_LEVELS = 17  # scikit-learn's digits take the values 0..16
 MNIST_LEVELS = 256
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -27,7 +30,7 @@ MNIST_FILES = {
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
 
-def load_digits(as_images=False):
+def load_digits(as_images: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Returns scikit-learn's 1,797 8x8 digits and their labels (no download).
 
     Pixels are integers in `0..16` (`DIGITS_LEVELS = 17` levels); dequantize
@@ -50,7 +53,7 @@ def load_digits(as_images=False):
     return x, bunch.target.astype(np.int64)
 
 
-def read_idx(path):
+def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads an IDX file (MNIST's format), gzipped or raw (told apart by content).
 
     Raises:
@@ -88,7 +91,7 @@ _NPZ_IMAGE_KEYS = ("x", "images", "x_train", "x_test")
 _NPZ_LABEL_KEYS = ("y", "labels", "y_train", "y_test")
 
 
-def read_npz(path):
+def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """The examples (and labels, if any) of a `.npz` file, of whatever shape they have.
 
     The examples are stored under one of the keys `x`, `images`, `x_train`,
@@ -114,7 +117,8 @@ def read_npz(path):
         raise ValueError(f"{path} is not a readable .npz file: {err}") from err
 
 
-def load_mnist(path, labels_path=None):
+def load_mnist(path: str | os.PathLike,
+               labels_path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Loads MNIST-like images from a local file.
 
     Args:
@@ -147,7 +151,8 @@ def load_mnist(path, labels_path=None):
     return images, labels
 
 
-def download_mnist(directory, split="train", base_url=MNIST_URL, timeout=60):
+def download_mnist(directory: str | os.PathLike, split: str = "train",
+                   base_url: str = MNIST_URL, timeout: float = 60) -> tuple[pathlib.Path, ...]:
     """Downloads one MNIST split's two IDX files into `directory` (skips present files).
 
     Each file is written to a temporary name and renamed once complete and

@@ -1,6 +1,9 @@
 """Uniform dequantization of discrete data and the bits/dim it is reported in."""
 
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +34,8 @@ def check_levels_data(x, num_levels, who):
     return x
 
 
-def dequantize(x, num_levels, seed=None, dtype="float32"):
+def dequantize(x: np.ndarray, num_levels: int, seed: int | None = None,
+               dtype: str = "float32") -> np.ndarray:
     """Maps integer data in `{0, ..., num_levels - 1}` to `(x + u) / num_levels`.
 
     `u` is uniform on `[0, 1)`, fresh for every entry, so the result lies in
@@ -54,7 +58,7 @@ def dequantize(x, num_levels, seed=None, dtype="float32"):
     return ((x + rng.random(x.shape)) / num_levels).astype(dtype)
 
 
-def bits_per_dim(nll_nats, num_dims, num_levels=None):
+def bits_per_dim(nll_nats: Any, num_dims: int, num_levels: int | None = None) -> Any:
     """Converts a negative log-likelihood per example (nats) to bits per dimension.
 
     For data dequantized from `L = num_levels` levels into `[0, 1)` (see

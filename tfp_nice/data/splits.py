@@ -1,11 +1,15 @@
 """Seeded train/test splits."""
 
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["train_test_split"]
 
 
-def train_test_split(x, test_fraction=0.2, seed=0):
+def train_test_split(x: ArrayLike, test_fraction: float = 0.2,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Shuffles `x` with `seed` and returns `(train, test)`.
 
     The training part holds `int((1 - test_fraction) * len(x))` examples

@@ -1,5 +1,7 @@
 """Two-dimensional toy densities, generated with numpy (no download)."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from tfp_nice._validation import check_int
@@ -11,7 +13,8 @@ def _check_n(n):
     return check_int(n, "n")
 
 
-def two_moons(n, noise=0.1, seed=None, dtype="float32"):
+def two_moons(n: int, noise: float = 0.1, seed: int | None = None,
+              dtype: str = "float32") -> np.ndarray:
     """Returns `n` points of two interleaved half circles, shape `(n, 2)`.
 
     The outer moon is `(cos t, sin t)` and the inner one `(1 - cos t, 0.5 - sin t)`
@@ -31,7 +34,8 @@ def two_moons(n, noise=0.1, seed=None, dtype="float32"):
     return rng.permutation(x).astype(dtype)
 
 
-def eight_gaussians(n, scale=2.0, std=0.2, seed=None, dtype="float32"):
+def eight_gaussians(n: int, scale: float = 2.0, std: float = 0.2, seed: int | None = None,
+                    dtype: str = "float32") -> np.ndarray:
     """Returns `n` points from eight Gaussians on a circle of radius `scale`."""
     _check_n(n)
     rng = np.random.default_rng(seed)
@@ -40,7 +44,7 @@ def eight_gaussians(n, scale=2.0, std=0.2, seed=None, dtype="float32"):
     return (centres + std * rng.normal(size=(n, 2))).astype(dtype)
 
 
-def checkerboard(n, seed=None, dtype="float32"):
+def checkerboard(n: int, seed: int | None = None, dtype: str = "float32") -> np.ndarray:
     """Returns `n` points uniform on the dark squares of a 4x4 board on [-2, 2]^2."""
     _check_n(n)
     rng = np.random.default_rng(seed)

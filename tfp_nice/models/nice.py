@@ -94,7 +94,7 @@ class NICE(Flow):
         hidden_units: Sequence[int] = (1000,) * 5,
         partition: str | ArrayLike = "odd_even",
         rescaling: bool = True,
-        prior: str | tfd.Distribution = "logistic",
+        prior: str | tfp.distributions.Distribution = "logistic",
         activation: str | Callable = "relu",
         num_levels: int | None = None,
         coupling: str = "additive",
@@ -214,17 +214,17 @@ class NICE(Flow):
         return [step for step in self.steps if isinstance(step, kind)]
 
     @property
-    def coupling_networks(self):
+    def coupling_networks(self) -> list[keras.layers.Layer]:
         """The coupling networks `m`, one per coupling, in `f`'s order."""
         return [step.network for step in self._steps_of(CouplingStep)]
 
     @property
-    def log_scale(self):
+    def log_scale(self) -> keras.Variable:
         """The rescaling's log-scales (a Keras variable), or `None` without rescaling."""
         rescaling = self._steps_of(RescalingStep)
         return rescaling[0].log_scale if rescaling else None
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         self._check_serializable()
         partition = self.partition if isinstance(self.partition, str) else self.partition.tolist()
         config = {
@@ -247,7 +247,7 @@ class NICE(Flow):
             step = self._steps_of(CouplingStep)[0]
             config.update(num_bins=step.num_bins, tail_bound=step.tail_bound)
         if self.conditional:  # files of unconditional models stay as they were
-            config["context_shape"] = list(self.context_shape)
+            config["context_shape"] = list(self.context_shape or ())
             config.update(embedding_config(self.embedding))
             if self.conditional_prior:
                 config["conditional_prior"] = True
@@ -255,5 +255,6 @@ class NICE(Flow):
         return {**keras.Model.get_config(self), **config}
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config: dict[str, Any],
+                    custom_objects: dict[str, Any] | None = None) -> NICE:
         return cls(**embedding_from_config(config, custom_objects))

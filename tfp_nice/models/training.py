@@ -1,16 +1,20 @@
 """How `NICE.fit` is fed and guarded: the data checks, the input pipeline, the NaN stop."""
 
+from __future__ import annotations
+
 import contextlib
 import math
 import warnings
+from typing import Any, Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
+from tfp_nice import _private_api
 from tfp_nice._validation import check_int
 from tfp_nice.data.quantization import check_levels_data
-from tfp_nice import _private_api
 from tfp_nice.models._context import checked_context
 
 __all__ = ["AveragedEarlyStopping", "StopOnNonFiniteLoss", "TrainingDataError",
@@ -33,7 +37,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     the loss to the host after every step (`TerminateOnNaN` does that).
     """
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.model.stop_training = True
@@ -73,7 +77,8 @@ def epoch_batches(x, batch_size, shuffle=True):
     return dataset.with_options(options)
 
 
-def dequantized_batches(x, num_levels, batch_size, seed=None, context=None):
+def dequantized_batches(x: np.ndarray, num_levels: int, batch_size: int, seed: int | None = None,
+                        context: ArrayLike | None = None) -> tf.data.Dataset:
     """Batches of discrete data dequantized afresh every epoch: `(x + u) / num_levels`.
 
     A `tf.data.Dataset` for `fit(dataset, epochs=...)`: each pass (epoch) is a
@@ -123,7 +128,7 @@ def dequantized_batches(x, num_levels, batch_size, seed=None, context=None):
 
 
 @contextlib.contextmanager
-def averaged_weights(model):
+def averaged_weights(model: keras.Model) -> Iterator[None]:
     """Inside the block, the model holds the weights `fit` would leave if it ended now.
 
     A Keras optimizer built with `use_ema=True` keeps a moving average of the
@@ -213,13 +218,13 @@ class AveragedEarlyStopping(keras.callbacks.Callback):
         epochs first).
     """
 
-    def __init__(self, x_val, patience, batch_size=256):
+    def __init__(self, x_val: Any, patience: int, batch_size: int = 256) -> None:
         super().__init__()
         self.x_val = x_val
         self.patience = check_int(patience, "patience", minimum=0)
         self.batch_size = check_int(batch_size, "batch_size")
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         try:
             check = getattr(self.model, "check_training_data", None)
             if check is not None:  # a conditional flow's checks its (x, context) pairs
@@ -228,10 +233,11 @@ class AveragedEarlyStopping(keras.callbacks.Callback):
                 check_training_data(self.model, self.x_val)
         except (TrainingDataError, TrainingDataTypeError) as error:
             raise type(error)(f"AveragedEarlyStopping's x_val: {error}") from None
-        self.best, self.best_epoch, self.stopped_epoch = math.inf, None, 0
+        self.best, self.stopped_epoch = math.inf, 0
+        self.best_epoch: int | None = None
         self._best_weights, self._wait = None, 0
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         with averaged_weights(self.model):
             nll = self.model.evaluate(self.x_val, batch_size=self.batch_size, verbose=0,
                                       return_dict=True)["nll"]
@@ -246,7 +252,8 @@ class AveragedEarlyStopping(keras.callbacks.Callback):
             self.model.stop_training = True
             self.stopped_epoch = epoch
 
-    def on_train_end(self, logs=None):  # fit wrote the last averages in just before
+    # fit wrote the last averages in just before
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._best_weights is not None:
             self.model.set_weights(self._best_weights)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import math
+from typing import Any, Sequence
 
 import keras
 
+from tfp_nice._types import TensorLike
 from tfp_nice._validation import check_choice, check_int
 
 __all__ = ["SCALES", "CouplingConvNet", "check_context"]
@@ -110,7 +110,7 @@ class CouplingConvNet(keras.layers.Layer):
             padding="same", kernel_initializer="zeros", bias_initializer="zeros",
             dtype=self.dtype_policy, name="shift")
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         shape = tuple(input_shape)
         if len(shape) != 4:
             raise ValueError(f"{self.name} takes images (N, h, w, c). Received: input_shape="
@@ -124,7 +124,7 @@ class CouplingConvNet(keras.layers.Layer):
             self.scale = self.add_weight(shape=(self.output_channels,), initializer="ones",
                                          name="log_scale_bound")
 
-    def call(self, inputs, context=None):
+    def call(self, inputs: Any, context: TensorLike | None = None) -> Any:
         h = inputs
         context = check_context(self, context)
         if context is not None:  # constant feature maps, one per context entry
@@ -143,11 +143,11 @@ class CouplingConvNet(keras.layers.Layer):
             log_scale = keras.ops.log_sigmoid(raw + 2.0)
         return shift, log_scale
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         shape = tuple(input_shape)[:-1] + (self.output_channels,)
         return (shape, shape) if self.affine else shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "hidden_channels": list(self.hidden_channels),
                 "output_channels": self.output_channels,
                 "kernel_sizes": list(self.kernel_sizes),

@@ -1,9 +1,13 @@
 """The multilayer perceptron NICE uses as its coupling function `m`."""
 
+from __future__ import annotations
+
 import math
+from typing import Any, Callable, Sequence
 
 import keras
 
+from tfp_nice._types import TensorLike
 from tfp_nice._validation import check_choice, check_int
 from tfp_nice.networks.coupling_conv import SCALES, check_context
 
@@ -36,16 +40,16 @@ class CouplingMLP(keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_units,
-        output_units,
-        activation="relu",
-        kernel_initializer="glorot_uniform",
-        affine=False,
-        output_shape=None,
-        scale="bounded",
-        context_units=None,
-        **kwargs,
-    ):
+        hidden_units: Sequence[int],
+        output_units: int,
+        activation: str | Callable[..., Any] = "relu",
+        kernel_initializer: Any = "glorot_uniform",
+        affine: bool = False,
+        output_shape: Sequence[int] | None = None,
+        scale: str = "bounded",
+        context_units: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Builds the layer.
 
         Args:
@@ -103,7 +107,7 @@ class CouplingMLP(keras.layers.Layer):
             name="shift",
         )
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         shape = tuple(input_shape)
         shape = shape[:1] + (math.prod(shape[1:]) + (self.context_units or 0),)
         for layer in self.hidden_layers:
@@ -114,7 +118,7 @@ class CouplingMLP(keras.layers.Layer):
             self.scale = self.add_weight(shape=(self.output_units,), initializer="ones",
                                          name="log_scale_bound")
 
-    def call(self, inputs, context=None):
+    def call(self, inputs: Any, context: TensorLike | None = None) -> Any:
         h = inputs
         if len(h.shape) > 2:
             h = keras.ops.reshape(h, (-1, math.prod(h.shape[1:])))
@@ -140,11 +144,11 @@ class CouplingMLP(keras.layers.Layer):
             return out
         return keras.ops.reshape(out, (-1,) + self.output_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         shape = tuple(input_shape)[:1] + (self.output_shape or (self.output_units,))
         return (shape, shape) if self.affine else shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = {
             "hidden_units": list(self.hidden_units),
             "output_units": self.output_units,

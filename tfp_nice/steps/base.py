@@ -28,6 +28,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from numpy.typing import ArrayLike
 
+from tfp_nice._types import TensorLike
+
 __all__ = ["FlowStep", "check_batch", "check_chain", "check_context_shape",
            "context_shape_of", "spread", "under_policy", "walk"]
 
@@ -86,7 +88,7 @@ class FlowStep(keras.layers.Layer):
 
     constant_log_det = True
     affine = True
-    input_range = None
+    input_range: tuple[float, float] | None = None
 
     def __init__(self, event_shape: Sequence[int], **kwargs: Any) -> None:
         kwargs.setdefault("autocast", False)
@@ -128,7 +130,7 @@ class FlowStep(keras.layers.Layer):
                               DeprecationWarning, stacklevel=2)
                 setattr(cls, method, _ignoring_context(own))
 
-    def bijector(self, context: tf.Tensor | None = None) -> tfb.Bijector:
+    def bijector(self, context: tf.Tensor | None = None) -> tfp.bijectors.Bijector:
         """The step's bijector over its current weights; `forward` is data -> latent.
 
         A conditional step binds `context` (rows `(N, *context_shape)`); an
@@ -140,17 +142,17 @@ class FlowStep(keras.layers.Layer):
         conditional step); returns `h` mapped by the step."""
         return self.bijector(context).forward(h)
 
-    def call(self, h, context=None):
+    def call(self, h: TensorLike, context: TensorLike | None = None) -> Any:
         return self.bijector(context).forward(h)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape)[:1] + tuple(self.output_event_shape)
 
     def _flow_weight(self, name, shape, initializer, dtype=None, trainable=True):
         return self.add_weight(name=name, shape=shape, initializer=initializer, dtype=dtype,
                                trainable=trainable, autocast=False)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "event_shape": list(self.event_shape)}
 
 
@@ -233,6 +235,6 @@ def _ignoring_context(method):
     arity = len(inspect.signature(method).parameters) - 1  # without self
 
     @functools.wraps(method)
-    def wrapped(self, *args, context=None):
+    def wrapped(self, *args, context: TensorLike | None = None):
         return method(self, *args[:arity])
     return wrapped

@@ -6,9 +6,12 @@ import math
 from typing import Any, Callable, Sequence
 
 import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
 from numpy.typing import ArrayLike
 
 from tfp_nice import transformers
+from tfp_nice._types import TensorLike
 from tfp_nice._validation import check_choice
 from tfp_nice.bijectors import check_mask, coupling_bijector
 from tfp_nice.bijectors._partition import MaskPartition
@@ -142,7 +145,7 @@ class CouplingStep(FlowStep):
             int(u) for u in hidden_channels)
         outputs = 1 if paired else per_entry  # per entry, or per entry of each of the pair
         if hidden_units is not None:
-            network = CouplingMLP(self.hidden_units, int((~self.mask).sum()) * outputs,
+            network = CouplingMLP(hidden_units, int((~self.mask).sum()) * outputs,
                                   activation=activation, affine=paired,
                                   output_shape=part_b[:-1] + (outputs * part_b[-1],)
                                   if len(part_b) > 1 else None,
@@ -154,7 +157,7 @@ class CouplingStep(FlowStep):
                                  "which needs a mask that picks channels of an (h, w, c) "
                                  "event (partition_mask('channel', ...)); use hidden_units "
                                  "for this mask.")
-            network = CouplingConvNet(self.hidden_channels, part_b[-1] * outputs,
+            network = CouplingConvNet(hidden_channels, part_b[-1] * outputs,
                                       activation=activation, affine=paired, scale=self.scale,
                                       context_units=units, dtype=self.dtype_policy,
                                       name="network")
@@ -183,7 +186,7 @@ class CouplingStep(FlowStep):
         self.built = True
 
     @property
-    def context_shape(self):
+    def context_shape(self) -> tuple[int, ...] | None:
         return self._context_shape
 
     @property
@@ -205,7 +208,7 @@ class CouplingStep(FlowStep):
         """A spline transformer's bound `B` (`None` for other transformers)."""
         return getattr(self.transformer, "tail_bound", None)
 
-    def bijector(self, context=None):
+    def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         """The coupling over the current weights; a conditional step's bound to `context`,
         rows of shape `(N, *context_shape)` (an unconditional step ignores it)."""
         if self._context_shape is None:
@@ -216,13 +219,13 @@ class CouplingStep(FlowStep):
         return coupling_bijector(self.transformer, self.network, self.mask, self.name,
                                  context=context)
 
-    def adapt(self, h, context=None):
+    def adapt(self, h: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
         return self.bijector(context).forward(h)
 
-    def call(self, h, context=None):
+    def call(self, h: TensorLike, context: TensorLike | None = None) -> Any:
         return self.bijector(context).forward(h)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = {**super().get_config(), "mask": self.mask.tolist(),
                   **_transformer_config(self.transformer)}
         if self._context_shape is not None:
@@ -235,7 +238,7 @@ class CouplingStep(FlowStep):
         return {**config, "network": keras.saving.serialize_keras_object(self.network)}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Any:
         config = dict(config)
         for key in ("network", "transformer"):
             if isinstance(config.get(key), dict):

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_nice._types import TensorLike
 from tfp_nice._validation import check_flag, check_int
 from tfp_nice.bijectors import FactorOut, fuse_couplings
 from tfp_nice.steps.base import (
@@ -117,30 +118,30 @@ class FactorOutStep(FlowStep):
         self.built = True
 
     @property
-    def context_shape(self):
+    def context_shape(self) -> tuple[int, ...] | None:
         return self._context_shape
 
     @property
-    def substeps(self):
+    def substeps(self) -> list[FlowStep]:
         return list(self.steps)
 
     @property
-    def output_event_shape(self):
+    def output_event_shape(self) -> tuple[int, ...]:
         return (self.num_dims,)
 
     @property
-    def needs_data(self):
+    def needs_data(self) -> bool:
         return any(step.needs_data for step in self.steps)
 
     @property
-    def constant_log_det(self):
+    def constant_log_det(self) -> bool:  # type: ignore[override]
         return not self.learned_prior and all(step.constant_log_det for step in self.steps)
 
     @property
-    def affine(self):
+    def affine(self) -> bool:  # type: ignore[override]
         return not self.learned_prior and all(step.affine for step in self.steps)
 
-    def bijector(self, context=None):
+    def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         """The scale's bijector; a conditional step's bound to `context` (see `Flow`), which
         an unconditional one ignores."""
         if self._context_shape is not None and context is None:
@@ -155,7 +156,7 @@ class FactorOutStep(FlowStep):
         return tfb.Chain([exit_, self.prior_coupling.bijector(context)],
                          name=f"{self.name}_scale")
 
-    def adapt(self, h, context=None):
+    def adapt(self, h: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
         h = check_batch(h, self.event_shape, self.name)
         if self.prior_coupling is not None:
             h = self.prior_coupling.adapt(h, context)
@@ -165,7 +166,7 @@ class FactorOutStep(FlowStep):
         n = h.shape[0] if h.shape[0] is not None else tf.shape(h)[0]
         return tf.concat([tf.reshape(out, [n, -1]), tf.reshape(kept, [n, -1])], axis=-1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = {**super().get_config(), "keep": self.keep,
                   "learned_prior": self.learned_prior,
                   "steps": [keras.saving.serialize_keras_object(step) for step in self.steps]}
@@ -174,7 +175,7 @@ class FactorOutStep(FlowStep):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Any:
         config = dict(config)
         config["steps"] = [keras.saving.deserialize_keras_object(step)
                            for step in config["steps"]]

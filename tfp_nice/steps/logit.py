@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_nice._types import TensorLike
 from tfp_nice.steps.base import FlowStep
 
 tfb = tfp.bijectors
@@ -59,7 +60,7 @@ class LogitStep(FlowStep):
         self.alpha = check_logit_alpha(alpha)
         self.built = True
 
-    def bijector(self, context=None):
+    def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         # Chain applies right to left: squeeze [0, 1] into [alpha, 1 - alpha], then logit.
         dtype = self.variable_dtype  # the flow's dtype, under every policy
         return tfb.Chain([tfb.Invert(tfb.Sigmoid()),
@@ -67,7 +68,7 @@ class LogitStep(FlowStep):
                           tfb.Scale(tf.constant(1.0 - 2.0 * self.alpha, dtype))],
                          name=self.name)
 
-    def adapt(self, h, context=None):
+    def adapt(self, h: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
         h = tf.convert_to_tensor(h)
         low, high = float(tf.reduce_min(h)), float(tf.reduce_max(h))
         if not (low >= 0.0 and high <= 1.0):
@@ -76,5 +77,5 @@ class LogitStep(FlowStep):
                              f"{low:g} to {high:g}.")
         return self.bijector().forward(h)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "alpha": self.alpha}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from tfp_nice._choices import COUPLING_KINDS
 from tfp_nice._validation import check_choice, check_flag, check_int
@@ -23,7 +23,7 @@ def multiscale_steps(event_shape: Sequence[int], num_scales: int = 2, steps_per_
                      hidden_channels: Sequence[int] = (64, 64), coupling: str = "affine",
                      scale: str = "bounded", learned_prior: bool = True,
                      logit_alpha: float | None = 0.05, rescaling: bool = False, seed: int = 0,
-                     dtype=None, context_shape: Sequence[int] | None = None,
+                     dtype: Any = None, context_shape: Sequence[int] | None = None,
                      num_bins: int | None = None,
                      tail_bound: float | None = None) -> list[FlowStep]:
     """The steps of `f` (data -> latent) of a multi-scale flow over `(h, w, c)` images.

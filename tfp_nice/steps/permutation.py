@@ -6,8 +6,10 @@ from typing import Any, Sequence
 
 import keras
 import numpy as np
+import tensorflow_probability as tfp
 from numpy.typing import ArrayLike
 
+from tfp_nice._types import TensorLike
 from tfp_nice.bijectors import InvertibleConv1x1, LULinear, Permutation, lu_linear_init
 from tfp_nice.steps.base import FlowStep
 
@@ -31,10 +33,10 @@ class PermutationStep(FlowStep):
             trainable=False)
         self.built = True
 
-    def bijector(self, context=None):
+    def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         return Permutation(self.permutation, self.event_shape, name=self.name)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(),
                 "permutation": keras.ops.convert_to_numpy(self.permutation).tolist()}
 
@@ -59,11 +61,11 @@ class LULinearStep(FlowStep):
                 dtype="int32" if key == "permutation" else None,
                 trainable=key in self.TRAINABLE))
 
-    def bijector(self, context=None):
+    def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         return LULinear(self.lower, self.upper, self.log_diag, self.sign, self.permutation,
                         self.event_shape, name=self.name)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "seed": self.seed}
 
 
@@ -91,6 +93,6 @@ class Conv1x1Step(LULinearStep):
         self._lu_weights(self.event_shape[-1])
         self.built = True
 
-    def bijector(self, context=None):
+    def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         return InvertibleConv1x1(self.lower, self.upper, self.log_diag, self.sign,
                                  self.permutation, name=self.name)

@@ -7,8 +7,10 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 from numpy.typing import ArrayLike
 
+from tfp_nice._types import TensorLike
 from tfp_nice._validation import check_choice, check_flag
 from tfp_nice.bijectors import ActNorm, Rescaling
 from tfp_nice.steps.base import FlowStep, check_batch, spread
@@ -33,7 +35,7 @@ class _ScalingStep(FlowStep):
         axes = (0, 1, 2) if self.per_channel else (0,)
         return spread(h, axes), list(axes)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "per_channel": self.per_channel}
 
 
@@ -66,10 +68,10 @@ class ActNormStep(_ScalingStep):
         self.shift = self._flow_weight("shift", self.parameter_shape, "zeros")
         self.built = True
 
-    def bijector(self, context=None):
+    def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         return ActNorm(self.log_scale, self.shift, name=self.name)
 
-    def adapt(self, h, context=None):
+    def adapt(self, h: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
         h = check_batch(h, self.event_shape, self.name)
         std, axes = self._spread_and_axes(h)
         self.shift.assign(-tf.reduce_mean(h, axis=axes))
@@ -121,19 +123,19 @@ class RescalingStep(_ScalingStep):
         self.built = True
 
     @property
-    def needs_data(self):
+    def needs_data(self) -> bool:
         return self.init == "data"
 
-    def bijector(self, context=None):
+    def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         return Rescaling(self.log_scale, name=self.name)
 
-    def adapt(self, h, context=None):
+    def adapt(self, h: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
         if self.init == "data":
             h = check_batch(h, self.event_shape, self.name)
             target = tf.constant(self.target_std, h.dtype)
             self.log_scale.assign(tf.math.log(target / self._spread_and_axes(h)[0]))
         return self.bijector().forward(h)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "init": self.init,
                 "target_std": self.target_std.tolist()}

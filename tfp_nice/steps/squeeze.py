@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import tensorflow_probability as tfp
 
+from tfp_nice._types import TensorLike
 from tfp_nice._validation import check_int
 from tfp_nice.bijectors import Squeeze, squeezed_shape
 from tfp_nice.steps.base import FlowStep
@@ -28,11 +30,11 @@ class SqueezeStep(FlowStep):
         self.built = True
 
     @property
-    def output_event_shape(self):
+    def output_event_shape(self) -> tuple[int, ...]:
         return self._output_shape
 
-    def bijector(self, context=None):
+    def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         return Squeeze(self.factor, name=self.name)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "factor": self.factor}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfp_nice._types import TensorLike
 from tfp_nice.transformers.base import Transformer
 
 __all__ = ["Additive"]
@@ -26,8 +27,8 @@ class Additive(Transformer):
     def name(self) -> str:
         return "additive"
 
-    def forward(self, x, params):
+    def forward(self, x: TensorLike, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return x + params[..., 0], tf.zeros_like(x)
 
-    def inverse(self, y, params):
+    def inverse(self, y: TensorLike, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return y - params[..., 0], tf.zeros_like(y)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 import tensorflow as tf
 
+from tfp_nice._types import TensorLike
 from tfp_nice.transformers.base import Transformer
 
 __all__ = ["LOG_SCALE_LIMIT", "SCALES", "Affine", "clip_log_scale"]
@@ -60,9 +62,8 @@ class Affine(Transformer):
             raise ValueError(f"Affine: scale must be one of {SCALES}. Received: "
                              f"scale={scale!r}")
         if scale == "bounded":
-            ok = isinstance(bound, (int, float)) and not isinstance(bound, bool) \
-                and math.isfinite(bound) and bound > 0
-            if not ok:
+            if not (isinstance(bound, (int, float)) and not isinstance(bound, bool)
+                    and math.isfinite(bound) and bound > 0):
                 raise ValueError("Affine: scale='bounded' needs a finite bound > 0. "
                                  f"Received: bound={bound!r}")
             bound = float(bound)
@@ -85,16 +86,16 @@ class Affine(Transformer):
             raw = tf.math.log_sigmoid(raw + 2.0)
         return clip_log_scale(raw)
 
-    def forward(self, x, params):
+    def forward(self, x: TensorLike, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         s = self.log_scale(params[..., 1])
         return x * tf.exp(s) + params[..., 0], s
 
-    def inverse(self, y, params):
+    def inverse(self, y: TensorLike, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         s = self.log_scale(params[..., 1])
         return (y - params[..., 0]) * tf.exp(-s), -s
 
-    def get_config(self):
-        config = {"scale": self.scale}
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"scale": self.scale}
         if self.bound is not None:
             config["bound"] = self.bound
         return config

@@ -41,22 +41,26 @@ class Transformer:
     saves to and loads from `.keras`.
 
     Examples:
-        A transformer of one's own, `y = x + p0 * tanh(x) ... ` kept simple here:
-        a shift whose log-det is 0.
+        A transformer of one's own, `y = x + p` (a shift, log-det 0), alone and in a
+        coupling whose network gives its parameter from the other part:
 
         >>> import numpy as np
+        >>> import tensorflow as tf
         >>> import tfp_nice as tn
         >>> class Shift(tn.Transformer):
         ...     params_per_entry = 1
         ...     constant_log_det = True
         ...     affine = True
         ...     def forward(self, x, params):
-        ...         return x + params[..., 0], 0.0 * x
+        ...         return x + params[..., 0], tf.zeros_like(x)
         ...     def inverse(self, y, params):
-        ...         return y - params[..., 0], 0.0 * y
-        >>> y, log_det = Shift().forward(np.float32([1.0, 2.0]), np.float32([[0.5], [1.0]]))
+        ...         return y - params[..., 0], tf.zeros_like(y)
+        >>> y, log_det = Shift().forward(tf.constant([1.0, 2.0]), tf.constant([[0.5], [1.0]]))
         >>> y.numpy()
         array([1.5, 3. ], dtype=float32)
+        >>> b = tn.Coupling(lambda x_a: 10.0 * x_a, tn.partition_mask("halves", (2,)), Shift())
+        >>> b.forward(np.float32([[1.0, 2.0]])).numpy()
+        array([[ 1., 12.]], dtype=float32)
     """
 
     params_per_entry: int = 1
@@ -89,7 +93,8 @@ class Transformer:
         return f"{type(self).__name__}({options})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.get_config() == self.get_config()
+        return isinstance(other, Transformer) and type(other) is type(self) \
+            and other.get_config() == self.get_config()
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted(self.get_config().items()))))

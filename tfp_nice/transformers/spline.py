@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_nice._types import TensorLike
 from tfp_nice.transformers.base import Transformer
 
 __all__ = ["DEFAULT_BINS", "DEFAULT_TAIL_BOUND", "Spline", "check_spline_options",
@@ -36,7 +38,7 @@ def check_spline_options(num_bins, tail_bound, min_bin_width=1e-3, min_bin_heigh
     return int(num_bins), float(tail_bound)
 
 
-def spline_parameter_count(num_bins):
+def spline_parameter_count(num_bins: int) -> int:
     """The raw parameters the network returns per transformed entry: `3 * num_bins - 1`
     (`num_bins` widths, `num_bins` heights, `num_bins - 1` interior knot slopes)."""
     return 3 * int(num_bins) - 1
@@ -171,15 +173,15 @@ class Spline(Transformer):
         slopes = self.min_slope + tf.nn.softplus(raw[..., 2 * k:] + shift)
         return widths, heights, slopes
 
-    def forward(self, x, params):
+    def forward(self, x: TensorLike, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return rational_quadratic_spline(x, *self.parameters(params), self.tail_bound)
 
-    def inverse(self, y, params):
+    def inverse(self, y: TensorLike, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         x, log_derivative = rational_quadratic_spline(y, *self.parameters(params),
                                                       self.tail_bound, inverse=True)
         return x, -log_derivative
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"num_bins": self.num_bins, "tail_bound": self.tail_bound,
                 "min_bin_width": self.min_bin_width, "min_bin_height": self.min_bin_height,
                 "min_slope": self.min_slope}
