@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from tfp_nice.cli import architectures
+
 from tfp_nice.cli import main
 
 TFP_NICE = pathlib.Path(sys.executable).with_name("tfp-nice")
@@ -129,7 +131,7 @@ def test_redirected_train_prints_plain_lines_one_per_epoch(tmp_path):
 def test_verbosity_follows_the_terminal_unless_given(monkeypatch, tty, given, expected):
     import io
 
-    from tfp_nice.cli.commands import _verbosity
+    from tfp_nice.cli.train import _verbosity
 
     class Out(io.StringIO):
         def isatty(self):
@@ -275,7 +277,7 @@ def test_existing_out_without_overwrite(capsys, existing_out):
 
 
 def test_failure_while_writing_leaves_out_as_it_was(capsys, existing_out, monkeypatch):
-    cli_main = importlib.import_module("tfp_nice.cli.commands")
+    cli_main = importlib.import_module("tfp_nice.cli.train")
 
     def crash(*args, **kwargs):
         raise FileNotFoundError("simulated: the disk went away")
@@ -364,13 +366,20 @@ ARCHITECTURES = {
 }
 
 
+def _unnamed(config):
+    """A model's config but its name (Keras numbers the names of a session's models)."""
+    return {key: value for key, value in config.items() if key != "name"}
+
+
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_train_each_architecture_on_digits_then_sample_and_evaluate(tmp_path, capsys, name):
     flags = ARCHITECTURES[name]
     out = tmp_path / "run"
     assert main(["train", "--data", "digits", *TINY, *flags, "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    arch = metrics["architecture"]
+    assert metrics["builder"]["builder"] == "nice"
+    arch = metrics["builder"]["kwargs"]  # NICE's keyword arguments, verbatim
+    assert (arch["num_couplings"], arch["hidden_units"], arch["prior"]) == (2, [8], "logistic")
     expected = {"partition": "odd_even", "coupling": "additive", "actnorm": False,
                 "permutation": None, "rescaling": True, "rescaling_init": "data"}
     switches = {"--actnorm": ("actnorm", True), "--no-rescaling": ("rescaling", False)}
@@ -380,7 +389,7 @@ def test_train_each_architecture_on_digits_then_sample_and_evaluate(tmp_path, ca
             expected[key] = setting
         elif flag.startswith("--"):
             expected[flag[2:].replace("-", "_")] = value
-    assert arch == expected
+    assert {key: arch[key] for key in expected} == expected
     image = name == "checkerboard"  # image partitions keep the digits as 8x8 images
     assert metrics["event_shape"] == ([8, 8] if image else [64])
     import keras
@@ -390,6 +399,8 @@ def test_train_each_architecture_on_digits_then_sample_and_evaluate(tmp_path, ca
     assert ("LULinearStep" in kinds) == (expected["permutation"] == "lu")
     assert ("PermutationStep" in kinds) == (expected["permutation"] in ("reverse", "random"))
     assert ("RescalingStep" in kinds) == expected["rescaling"]
+    rebuilt, _ = architectures.model_from_record(metrics)  # the record alone rebuilds it
+    assert _unnamed(rebuilt.get_config()) == _unnamed(model.get_config())
     capsys.readouterr()
     for model_path in (out / "model.keras", out / "saved_model"):
         assert main(["evaluate", str(model_path), "--data", "digits"]) == 0
@@ -522,10 +533,7 @@ def test_train_with_the_affine_mnist_preset(tmp_path):
                  "--epochs", "3", "--batch-size", "32", "--verbose", "0", "--patience", "5",
                  "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["architecture"] == {
-        "preset": "affine_mnist", "partition": "odd_even", "coupling": "affine",
-        "actnorm": True, "permutation": "random", "rescaling": True,
-        "rescaling_init": "data", "logit_alpha": 0.05}
+    assert metrics["builder"] == {"builder": "affine_mnist", "kwargs": {"seed": 0}}
     averaged = metrics["history"]["val_averaged_nll"]  # the averages, judged every epoch
     assert len(averaged) == 3 and all(math.isfinite(v) for v in averaged)
     raw = metrics["history"]["val_nll"]  # Keras's own figure: the raw weights
@@ -562,7 +570,7 @@ _PRESET_FLAGS_AT_DEFAULTS = [["--flow", "nice"], ["--scales", "2"], ["--steps-pe
 
 
 def test_the_preset_flag_cases_cover_every_flag_a_preset_fixes():
-    from tfp_nice.cli.commands import _PRESET_FIXES
+    from tfp_nice.cli.architectures import _PRESET_FIXES
 
     assert sorted(f[0] for f in _PRESET_FLAGS_AT_DEFAULTS) == sorted(_PRESET_FIXES.values())
 
@@ -598,9 +606,10 @@ def test_train_a_multiscale_flow_on_digits_then_sample_and_evaluate(tmp_path, ca
                  "--out", str(out)]) == 0
     assert "training a multi-scale flow on digits: " in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["architecture"] == {
-        "flow": "multiscale", "scales": 2, "steps_per_scale": 1, "hidden_channels": [8],
-        "coupling": "affine", "prior": "normal", "logit_alpha": 0.05}
+    assert metrics["builder"] == {"builder": "multiscale", "kwargs": {
+        "num_scales": 2, "steps_per_scale": 1, "hidden_channels": [8], "coupling": "affine",
+        "prior": "normal", "logit_alpha": 0.05, "context_shape": None, "learning_rate": 1e-3,
+        "num_levels": 17, "seed": 0}}
     assert metrics["event_shape"] == [8, 8, 1]
     import keras
 
@@ -663,9 +672,7 @@ def test_train_with_the_glow_mnist_preset_shapes_the_images(tmp_path, monkeypatc
                  "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["event_shape"] == [28, 28, 1]
-    architecture = metrics["architecture"]
-    assert architecture["preset"] == "glow_mnist" and architecture["flow"] == "multiscale"
-    assert "factor_out_0" in architecture["steps"] and "coupling_1_0" in architecture["steps"]
+    assert metrics["builder"] == {"builder": "glow_mnist", "kwargs": {"seed": 0}}
     assert (out / "samples.png").exists()
 
 
@@ -800,3 +807,34 @@ def test_train_refuses_labels_it_cannot_use(capsys, existing_out, flags, message
                    "--overwrite"])
     assert status == 2 and message in capsys.readouterr().err
     assert_untouched(existing_out)
+
+
+@pytest.mark.parametrize("run", ["nice_spline", "ms_labels"])
+def test_records_of_the_format_before_builders_still_read(run):
+    """metrics.json files written before records held the builder (their "architecture"
+    and flags, by the code of that time, beside the model it saved) rebuild the same
+    architecture: the rebuilt model's config is the saved model's."""
+    import keras
+
+    folder = pathlib.Path(__file__).parent / "fixtures"
+    metrics = json.loads((folder / f"metrics_0.1.0_{run}.json").read_text())
+    assert "architecture" in metrics and "builder" not in metrics
+    builder, kwargs = architectures.read_record(metrics)
+    assert builder == {"nice_spline": "nice", "ms_labels": "multiscale"}[run]
+    rebuilt, optimizer = architectures.model_from_record(metrics)
+    saved = keras.models.load_model(folder / f"metrics_0.1.0_{run}.keras")
+    assert _unnamed(rebuilt.get_config()) == _unnamed(saved.get_config())
+    assert float(optimizer.learning_rate) == pytest.approx(metrics["arguments"]["learning_rate"])
+    with pytest.raises(ValueError, match="holds no record of its architecture"):
+        architectures.read_record({"data": "digits"})
+
+
+def test_every_builder_of_the_table_builds_its_model():
+    """The table's builders, by name, with the keyword arguments a record holds."""
+    nice, _ = architectures.BUILDERS["nice"]((4,), num_couplings=2, hidden_units=[4])
+    assert type(nice).__name__ == "NICE" and nice.event_shape == (4,)
+    flow, _ = architectures.BUILDERS["multiscale"]((4, 4, 1), num_scales=1, steps_per_scale=1,
+                                                   hidden_channels=[4])
+    assert type(flow).__name__ == "Flow" and flow.event_shape == (4, 4, 1)
+    assert set(architectures.BUILDERS) == {"nice", "multiscale", "affine_mnist", "glow_mnist",
+                                           "nice_mnist"}

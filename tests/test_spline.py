@@ -419,9 +419,8 @@ def test_the_command_line_trains_a_spline_nice_and_refuses_bins_without_one(tmp_
                    "--num-bins", "4", "--tail-bound", "2.5", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["architecture"]["coupling"] == "spline"
-    assert (metrics["architecture"]["num_bins"], metrics["architecture"]["tail_bound"]) == (4,
-                                                                                           2.5)
+    kwargs = metrics["builder"]["kwargs"]
+    assert (kwargs["coupling"], kwargs["num_bins"], kwargs["tail_bound"]) == ("spline", 4, 2.5)
     loaded = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert {(s.num_bins, s.tail_bound) for s in loaded.steps
             if isinstance(s, tn.CouplingStep)} == {(4, 2.5)}
