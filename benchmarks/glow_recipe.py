@@ -21,7 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run as bench  # noqa: E402  (the worker and the split live there)
+import sections as bench  # noqa: E402  (the worker and the tables live there)
+from workers import MNIST  # noqa: E402
 
 # (label, batch, preset_kwargs, jit_compile): one change from the defaults each
 ARMS = [
@@ -59,8 +60,8 @@ def main(argv=None):
                         help="run the defaults again at the end (the run-to-run spread)")
     parser.add_argument("--json", default=None, help="where to write the curves")
     args = parser.parse_args(argv)
-    if not bench.MNIST.exists():
-        print(f"{bench.MNIST} is absent: nothing to measure")
+    if not MNIST.exists():
+        print(f"{MNIST} is absent: nothing to measure")
         return 0
     arms = ARMS if args.arms is None else [ARMS[int(i)] for i in args.arms.split(",")]
     if args.repeat_baseline:

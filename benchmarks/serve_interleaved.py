@@ -32,7 +32,7 @@ def worker(code):
     import tensorflow as tf
 
     import tfp_nice as tn
-    from run import _data
+    from workers import _data
 
     d = 64
     model = tn.NICE((d,), num_couplings=4, hidden_units=[64, 64])

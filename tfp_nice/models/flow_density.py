@@ -202,9 +202,7 @@ class FlowDensity:
         """Log-density of data `x` of shape `batch + event_shape`, in nats (given
         `context`, one row per example, for a conditional flow)."""
         x = self._as_input(x)
-        if not self.conditional and context is None:
-            return self.distribution.log_prob(x)
-        c = self._embed(self._as_context(context, x))
+        c = self._embed(self._as_context(context, x))  # None for an unconditional flow
         return tfd.TransformedDistribution(self._base_given(c), self._generator(c),
                                            name=type(self).__name__).log_prob(x)
 

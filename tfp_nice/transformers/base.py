@@ -97,7 +97,7 @@ class Transformer:
             and other.get_config() == self.get_config()
 
     def __hash__(self) -> int:
-        return hash((type(self), tuple(sorted(self.get_config().items()))))
+        return hash((type(self), repr(sorted(self.get_config().items()))))
 
 
 def check_transformer(transformer: Any, name: str = "transformer") -> Transformer:
