@@ -5,7 +5,7 @@
 Each arm changes one thing from the preset's defaults (8 Glow steps per scale,
 64-channel networks, batch 64, Adam 2e-3, weights averaged, no warm-up, early
 stopping with a patience of 10 epochs) and trains for `--budget` seconds in a fresh
-process, one arm at a time, through section 7's worker (`run.py`'s `task_quality`: the
+process, one arm at a time, through section 7's worker (`workers.py`'s `task_quality`: the
 same split, dequantization and held-out slice). It prints a table of held-out nats and
 bits/dim after the last epoch that ended within 1 minute, 2 minutes and the budget, with
 the machine's 3x3 convolution rate; the curves go to `--json`. One run per arm: the
