@@ -7,7 +7,7 @@
 * TFP has no public way for a bijector to hand its cache the log-determinant
   together with the result computed in the same pass (`tfb.FFJORD` does it with
   a cache class of TFP's internals); its class is read here from that public
-  bijector, never imported from `tensorflow_probability.python.internal`.
+  bijector, never imported from TFP's internal modules.
 
 Each is read here and nowhere else; `tests/test_private_api.py` checks each
 against the installed Keras and TFP, so a release that renames or changes one
