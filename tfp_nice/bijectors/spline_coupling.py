@@ -129,10 +129,6 @@ class SplineCoupling(MaskedCoupling):
     def tail_bound(self) -> float:
         return self._transformer.tail_bound
 
-    def _raw_parameters(self, x_a, x_b):
-        """The network's output as `[N, *shape_b, 3 K - 1]`, or an error naming the shape."""
-        return self.parameters_given(x_a, x_b)
-
     def spline(self, raw: tf.Tensor) -> tfp.bijectors.Bijector:
         """TFP's spline bijector (elementwise, batch shape `raw.shape[:-1]`) for raw
         parameters `raw` of shape `[..., 3 K - 1]` (its inverse made safe as described)."""

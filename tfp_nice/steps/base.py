@@ -54,7 +54,8 @@ def check_batch(h, event_shape, name):
 
 
 class FlowStep(keras.layers.Layer):
-    """Base of the steps: `bijector()` for `f`'s direction, `adapt(h)` to start from data.
+    """Base of the steps: `bijector(context=None)` for `f`'s direction (data -> latent),
+    `adapt(h, context=None)` to start from data.
 
     A step says what a model needs to know about it, so that the model asks the
     steps instead of its own flags:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 __all__ = ["Transformer", "check_transformer"]
@@ -111,8 +110,3 @@ def check_transformer(transformer: Any, name: str = "transformer") -> Transforme
         raise ValueError(f"{type(transformer).__name__}.params_per_entry must be an int >= "
                          f"1. Received: {count!r}")
     return transformer
-
-
-def serialize(transformer: Transformer) -> dict[str, Any]:
-    """The Keras serialization of a transformer (a registered class)."""
-    return keras.saving.serialize_keras_object(transformer)
