@@ -24,6 +24,7 @@ _NAMES = {
     "ActNorm": "tfp_nice.bijectors",
     "AdditiveCoupling": "tfp_nice.bijectors",
     "AffineCoupling": "tfp_nice.bijectors",
+    "Autoregressive": "tfp_nice.bijectors",
     "Coupling": "tfp_nice.bijectors",
     "CouplingBlock": "tfp_nice.bijectors",
     "FactorOut": "tfp_nice.bijectors",
@@ -49,8 +50,10 @@ _NAMES = {
     "averaged_weights": "tfp_nice.models",
     "dequantized_batches": "tfp_nice.models",
     "CouplingConvNet": "tfp_nice.networks",
+    "MADE": "tfp_nice.networks",
     "CouplingMLP": "tfp_nice.networks",
     "ActNormStep": "tfp_nice.steps",
+    "AutoregressiveStep": "tfp_nice.steps",
     "Conv1x1Step": "tfp_nice.steps",
     "CouplingStep": "tfp_nice.steps",
     "FactorOutStep": "tfp_nice.steps",
@@ -60,6 +63,7 @@ _NAMES = {
     "PermutationStep": "tfp_nice.steps",
     "RescalingStep": "tfp_nice.steps",
     "SqueezeStep": "tfp_nice.steps",
+    "autoregressive_steps": "tfp_nice.steps",
     "multiscale_steps": "tfp_nice.steps",
     "Additive": "tfp_nice.transformers",
     "Affine": "tfp_nice.transformers",
@@ -77,6 +81,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         ActNorm,
         AdditiveCoupling,
         AffineCoupling,
+        Autoregressive,
         Coupling,
         CouplingBlock,
         FactorOut,
@@ -104,9 +109,10 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         averaged_weights,
         dequantized_batches,
     )
-    from tfp_nice.networks import CouplingConvNet, CouplingMLP
+    from tfp_nice.networks import MADE, CouplingConvNet, CouplingMLP
     from tfp_nice.steps import (
         ActNormStep,
+        AutoregressiveStep,
         Conv1x1Step,
         CouplingStep,
         FactorOutStep,
@@ -116,6 +122,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         PermutationStep,
         RescalingStep,
         SqueezeStep,
+        autoregressive_steps,
         multiscale_steps,
     )
     from tfp_nice.transformers import Additive, Affine, Spline, Transformer

@@ -8,6 +8,6 @@ They live here, away from TensorFlow, so that the command line can offer them in
 PARTITIONS = ("halves", "odd_even", "checkerboard", "channel")
 COUPLING_KINDS = ("additive", "affine", "spline")
 PERMUTATIONS = (None, "reverse", "random", "lu")
-FLOWS = ("nice", "multiscale")  # what `tfp-nice train --flow` builds
+FLOWS = ("nice", "multiscale", "maf", "iaf")  # what `tfp-nice train --flow` builds
 HIDE = ("bottom", "top", "left", "right", "random")
 PRESETS = ("affine_mnist", "glow_mnist", "nice_mnist")  # the functions of tfp_nice.presets for --preset

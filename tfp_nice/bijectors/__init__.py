@@ -4,6 +4,7 @@ from tfp_nice.bijectors._coupling import Coupling
 from tfp_nice.bijectors.actnorm import ActNorm
 from tfp_nice.bijectors.additive_coupling import AdditiveCoupling
 from tfp_nice.bijectors.affine_coupling import AffineCoupling
+from tfp_nice.bijectors.autoregressive import Autoregressive
 from tfp_nice.bijectors.conv1x1 import InvertibleConv1x1
 from tfp_nice.bijectors.coupling_block import CouplingBlock, fuse_couplings
 from tfp_nice.bijectors.factor_out import FactorOut
@@ -27,6 +28,7 @@ __all__ = [
     "Coupling",
     "AdditiveCoupling",
     "AffineCoupling",
+    "Autoregressive",
     "CouplingBlock",
     "FactorOut",
     "InvertibleConv1x1",

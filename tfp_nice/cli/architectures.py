@@ -17,7 +17,8 @@ import keras
 from tfp_nice.bijectors.spline_coupling import DEFAULT_BINS, DEFAULT_TAIL_BOUND
 from tfp_nice.cli.inputs import InputError
 from tfp_nice.models import NICE, Flow
-from tfp_nice.steps import multiscale_steps
+from tfp_nice.steps import autoregressive_steps, multiscale_steps
+from tfp_nice.transformers import Spline
 
 __all__ = ["BUILDERS", "kwargs_from_args", "model_from_record", "read_record", "record"]
 
@@ -40,6 +41,30 @@ def multiscale(event_shape: Sequence[int], learning_rate: float = 1e-3, prior: s
     return model, keras.optimizers.Adam(learning_rate)
 
 
+def maf(event_shape: Sequence[int], learning_rate: float = 1e-3, prior: str = "normal",
+        num_levels: int | None = None, seed: int = 0,
+        context_shape: Sequence[int] | None = None, inverse: bool = False,
+        **kwargs: Any) -> tuple[keras.Model, keras.optimizers.Optimizer]:
+    """A `Flow` of `tfp_nice.autoregressive_steps(event_shape, **kwargs)` (MAF steps;
+    IAF steps with `inverse=True`) and Adam; `num_bins` and `tail_bound` make the
+    transformer `tfp_nice.Spline(num_bins, tail_bound)`."""
+    name = "iaf" if inverse else "maf"
+    spline = {k: kwargs.pop(k) for k in ("num_bins", "tail_bound") if k in kwargs}
+    if spline:  # a spline transformer's options, as JSON records keep them
+        kwargs["transformer"] = Spline(**spline)
+    steps = autoregressive_steps(tuple(event_shape), inverse=inverse, seed=seed,
+                                 context_shape=context_shape, name=name, **kwargs)
+    model = Flow(steps, prior=prior, num_levels=num_levels, seed=seed,
+                 context_shape=context_shape, name=name)
+    return model, keras.optimizers.Adam(learning_rate)
+
+
+def iaf(event_shape: Sequence[int], **kwargs: Any) -> tuple[keras.Model,
+                                                            keras.optimizers.Optimizer]:
+    """`maf(event_shape, inverse=True, **kwargs)`: IAF steps (sampling in one pass)."""
+    return maf(event_shape, inverse=True, **kwargs)
+
+
 def _preset(name: str) -> Callable[..., tuple[keras.Model, keras.optimizers.Optimizer]]:
     def build(event_shape: Sequence[int], **kwargs: Any):
         from tfp_nice import presets
@@ -53,7 +78,7 @@ def _preset(name: str) -> Callable[..., tuple[keras.Model, keras.optimizers.Opti
 
 
 BUILDERS: dict[str, Callable[..., tuple[keras.Model, keras.optimizers.Optimizer]]] = {
-    "nice": nice, "multiscale": multiscale,
+    "nice": nice, "multiscale": multiscale, "maf": maf, "iaf": iaf,
     **{name: _preset(name) for name in ("affine_mnist", "glow_mnist", "nice_mnist")},
 }
 
@@ -109,7 +134,8 @@ def model_from_record(metrics: dict[str, Any]) -> tuple[keras.Model, keras.optim
 # --- the flags of each builder ----------------------------------------------------------
 
 # The flags a preset fixes, with the name the error message gives them.
-_PRESET_FIXES = {"flow": "--flow", "scales": "--scales", "steps_per_scale": "--steps-per-scale",
+_PRESET_FIXES = {"flow": "--flow", "steps": "--steps", "scales": "--scales",
+                 "steps_per_scale": "--steps-per-scale",
                  "couplings": "--couplings", "hidden": "--hidden", "partition": "--partition",
                  "coupling": "--coupling", "num_bins": "--num-bins",
                  "tail_bound": "--tail-bound", "actnorm": "--actnorm",
@@ -121,6 +147,7 @@ _NICE_ONLY = {"couplings": "--couplings", "partition": "--partition", "actnorm":
               "permutation": "--permutation", "rescaling_init": "--rescaling-init",
               "no_rescaling": "--no-rescaling"}
 _MULTISCALE_ONLY = {"scales": "--scales", "steps_per_scale": "--steps-per-scale"}
+_AUTOREGRESSIVE_ONLY = {"steps": "--steps"}
 
 
 def _spline_options(args: Any, coupling: str) -> dict[str, Any]:
@@ -161,10 +188,23 @@ def kwargs_from_args(args: Any, dataset: Any,
                                  "--labels use affine_mnist or glow_mnist.")
             kwargs["num_classes"] = num_classes
         return args.preset, kwargs
+    if args.flow in ("maf", "iaf"):
+        _refuse(args, {**_MULTISCALE_ONLY, **{k: v for k, v in _NICE_ONLY.items()
+                                              if k != "actnorm"}},
+                f"--flow {args.flow} builds autoregressive steps over the flattened examples: "
+                "drop {} (its options are --steps, --hidden, --coupling, --actnorm and "
+                "--prior).")
+        coupling = args.coupling or "affine"
+        spline = _spline_options(args, coupling)
+        return args.flow, {
+            "num_steps": args.steps, "hidden_units": list(args.hidden),
+            "transformer": coupling, **spline, "actnorm": args.actnorm,
+            "prior": args.prior or "normal", "context_shape": context,
+            "learning_rate": args.learning_rate, **common}
     if args.flow == "multiscale":
-        _refuse(args, _NICE_ONLY, "--flow multiscale builds its own steps: drop {} (its "
-                                  "options are --scales, --steps-per-scale, --hidden, "
-                                  "--coupling and --prior).")
+        _refuse(args, {**_NICE_ONLY, **_AUTOREGRESSIVE_ONLY},
+                "--flow multiscale builds its own steps: drop {} (its options are --scales, "
+                "--steps-per-scale, --hidden, --coupling and --prior).")
         coupling = args.coupling or "affine"
         # Discrete data arrive dequantized into [0, 1): the logit step spreads them out.
         logit = 0.05 if dataset.num_levels is not None else None
@@ -176,6 +216,8 @@ def kwargs_from_args(args: Any, dataset: Any,
             "learning_rate": args.learning_rate, **common}
     _refuse(args, _MULTISCALE_ONLY, "--flow nice does not take {} (options of --flow "
                                     "multiscale).")
+    _refuse(args, _AUTOREGRESSIVE_ONLY, "--flow nice does not take {} (an option of --flow "
+                                        "maf and iaf; NICE's is --couplings).")
     coupling = args.coupling or "additive"
     return "nice", {
         "num_couplings": args.couplings, "hidden_units": list(args.hidden),

@@ -63,8 +63,13 @@ def build_parser():
                             "--partition checkerboard/channel); multiscale: a multi-scale "
                             "convolutional flow over images (RealNVP's layout, Glow's steps: "
                             "squeeze, per-channel ActNorm, 1x1 convolution, convolutional "
-                            "channel coupling, factor-out with a learned prior)")
+                            "channel coupling, factor-out with a learned prior); maf / iaf: "
+                            "masked (inverse) autoregressive steps over the flattened "
+                            "examples (--steps of MADEs of --hidden, --coupling the "
+                            "transformer: affine by default)")
     train.add_argument("--couplings", type=_positive_int, default=4)
+    train.add_argument("--steps", type=_positive_int, default=5,
+                       help="--flow maf/iaf: autoregressive steps (default: 5)")
     train.add_argument("--hidden", type=_positive_int, nargs="+", default=[64, 64],
                        help="hidden layer widths of each coupling network (default: 64 64); "
                             "with --flow multiscale, the channels of its hidden convolutions")

@@ -112,6 +112,8 @@ def _build(args, dataset, num_classes):
         event_shape = _multiscale_shape(args, dataset)
     elif builder == "nice":
         event_shape = _event_shape(dataset, args.partition)
+    elif builder in ("maf", "iaf"):
+        event_shape = (int(dataset.x.shape[1]),)  # the flattened examples
     else:
         event_shape = None  # the preset's own
     model, optimizer = architectures.BUILDERS[builder](event_shape, **kwargs)
@@ -167,7 +169,8 @@ def train(args):
         else:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=args.patience, restore_best_weights=True))
-    kind = "NICE" if isinstance(model, NICE) else "a multi-scale flow"
+    kind = "NICE" if isinstance(model, NICE) else {"maf": "a MAF", "iaf": "an IAF"}.get(
+        built["builder"], "a multi-scale flow")
     if num_classes is not None:
         kind += f" given the label ({num_classes} classes)"
     print(f"training {kind} on {dataset.name}: {len(train_x)} examples of shape "

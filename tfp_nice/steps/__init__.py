@@ -4,6 +4,7 @@ One step per module; `nice_order` holds the order in which NICE's flags build
 their steps, `multiscale` the layout of a multi-scale image flow.
 """
 
+from tfp_nice.steps.autoregressive import AutoregressiveStep, autoregressive_steps
 from tfp_nice.steps.base import FlowStep, check_chain, walk
 from tfp_nice.steps.coupling import CouplingStep
 from tfp_nice.steps.factor_out import FactorOutStep
@@ -14,7 +15,7 @@ from tfp_nice.steps.permutation import Conv1x1Step, LULinearStep, PermutationSte
 from tfp_nice.steps.scaling import ActNormStep, RescalingStep
 from tfp_nice.steps.squeeze import SqueezeStep
 
-__all__ = ["PERMUTATIONS", "ActNormStep", "Conv1x1Step", "CouplingStep", "FactorOutStep",
+__all__ = ["PERMUTATIONS", "ActNormStep", "AutoregressiveStep", "autoregressive_steps", "Conv1x1Step", "CouplingStep", "FactorOutStep",
            "FlowStep", "LULinearStep", "LogitStep", "PermutationStep", "RescalingStep",
            "SqueezeStep", "build_steps", "check_chain", "check_logit_alpha",
            "multiscale_steps", "walk"]
