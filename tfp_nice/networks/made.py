@@ -82,7 +82,7 @@ class MADE(keras.layers.Layer):
         >>> made = tn.MADE(3, params_per_entry=2, hidden_units=(8,), order="reversed")
         >>> _ = made.build((None, 3))
         >>> for w in made.trainable_weights:
-        ...     w.assign(np.random.default_rng(0).normal(size=w.shape))
+        ...     _ = w.assign(np.random.default_rng(0).normal(size=w.shape))
         >>> x = np.float32([[1.0, 2.0, 3.0]])
         >>> a = made(x).numpy()
         >>> b = made(np.float32([[1.0, -5.0, 3.0]])).numpy()  # entry 1 changed
