@@ -3,7 +3,7 @@ bare-MLP compute limit.
 
     python benchmarks/run.py [--quick] [--json PATH] [--sections 1,3,...] [--baseline DIR]
 
-Eight sections (see benchmarks/README.md). Each comparison runs in a fresh worker
+Nine sections (see benchmarks/README.md). Each comparison runs in a fresh worker
 process of this same invocation (so an earlier section's graphs, threads and
 allocations cannot slow a later one); inside a worker the contenders alternate
 round by round after a warm-up, and the table gives the median of the rounds and
@@ -25,7 +25,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few rounds: checks that everything runs")
     parser.add_argument("--json", default=None, help="write every number here")
-    parser.add_argument("--sections", default="1,3,4,5,6,7,8",
+    parser.add_argument("--sections", default="1,3,4,5,6,7,8,9",
                         help="comma-separated section numbers (2 comes with 1)")
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="a checkout of older code (git worktree add DIR REV): sections 1, "
@@ -40,19 +40,21 @@ def main(argv=None):
         parser.error(f"--sections takes comma-separated numbers, got {args.sections!r}")
     unknown = [s for s in wanted if s not in SECTIONS and s != 2]
     if unknown:
-        parser.error(f"no section {unknown}; sections are 1-8 (2 comes with 1)")
+        parser.error(f"no section {unknown}; sections are 1-9 (2 comes with 1)")
     if args.quick:
         cfg = {"d": 64, "hidden": [64, 64], "steps": 3, "rounds": 2, "spe": [1, 8],
                "scaling": [(16, 64), (64, 256)], "scaling_rounds": 2, "serve_batches": [1, 32],
                "quality_budget": 2, "quality_budgets": [1, 2], "quality_patience": 2,
-               "image_steps_per_scale": 1, "image_steps": 2, "quick": True}
+               "image_steps_per_scale": 1, "image_steps": 2, "quick": True,
+               "maf_sizes": [(10, 50, 2)], "maf_batch": 64}
     else:
         cfg = {"d": 784, "hidden": list(PAPER_HIDDEN), "steps": 20, "rounds": 7,
                "spe": [1, 16, 64], "scaling_rounds": 5, "serve_batches": [1, 32, 1024],
                "scaling": [(64, 256), (784, 256), (3072, 256), (784, 64), (784, 1024)],
                "quality_budget": 1800, "quality_budgets": [60, 180, 600, 1800],
                "quality_patience": 10, "image_steps_per_scale": 4, "image_steps": 10,
-               "quick": False, "figure": True}
+               "quick": False, "figure": True,
+               "maf_sizes": [(10, 50, 200), (784, 512, 20)], "maf_batch": 256}
     if args.baseline:
         baseline = pathlib.Path(args.baseline).resolve()
         if not (baseline / "tfp_nice" / "__init__.py").is_file():

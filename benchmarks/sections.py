@@ -340,5 +340,33 @@ def section_image(cfg, results, report):
                      "Section 8 before and after")
 
 
+def section_autoregressive(cfg, results, report):
+    out = {}
+    for d, hidden, n_batches in cfg["maf_sizes"]:  # many small batches: fit's per-call
+        r = run_worker(task="maf", d=d, hidden=hidden, steps=5, batch=cfg["maf_batch"],
+                       n_batches=n_batches, rounds=cfg["rounds"])  # cost is not the MAF's
+        out[f"{d}x{hidden}"] = r
+        t = r["train_samples_per_s"]
+        ours = t["tn.Flow.fit"]
+        report.append(f"### 9. Autoregressive flows: a MAF of 5 steps, MADEs of 2x{hidden}, "
+                      f"D = {d}, batch {r['batch']} (median of the rounds; tn.Flow.fit at "
+                      f"{r['fit_gflops']:.1f} GFLOP/s of the MADEs' dense matmuls, this "
+                      f"machine's 512x512 matmul {r['matmul_gflops']:.0f} GFLOP/s)\n")
+        rows = [(k, f"{v:.0f}", f"{ours / v:.2f}") for k, v in t.items()]
+        report.append(table(("training", "samples/s", "tn.Flow.fit / it"), rows))
+        for title, key in (("MAF density", "density_per_s"),
+                           ("IAF sampling", "iaf_samples_per_s")):
+            v = r[key]
+            first = next(iter(v.values()))
+            report.append("\n" + table((title, "per second", "tfp_nice / it"),
+                                        [(k, f"{x:.0f}", f"{first / x:.2f}")
+                                         for k, x in v.items()]))
+        for name, why in r["skipped"].items():
+            report.append(f"\n* {name}: skipped, {why}")
+        report.append("")
+    results["autoregressive"] = out
+
+
 SECTIONS = {1: section_training, 3: section_serving, 4: section_small, 5: section_memory,
-            6: section_scaling, 7: section_quality, 8: section_image}
+            6: section_scaling, 7: section_quality, 8: section_image,
+            9: section_autoregressive}

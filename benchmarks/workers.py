@@ -325,7 +325,73 @@ def task_image_conv(rounds=7):
     return {"conv_gflops": c.conv_gflops(rounds)}
 
 
-TASKS = {"train": task_train, "serve": task_serve, "small": task_small,
+def task_maf(d, hidden, steps, batch, n_batches, rounds, torch=True):
+    """Section 9: a MAF's training samples/s, its density per second and an IAF's samples
+    per second, tfp_nice beside TFP's (tf_keras network), nflows' and zuko's."""
+    import tensorflow as tf
+
+    import ar_contenders as c
+
+    x = _data(d, batch * n_batches) * 2 - 1
+    batches = [tf.constant(x[i * batch:(i + 1) * batch]) for i in range(n_batches)]
+    train = {"tn.Flow.fit": c.tn_fit(x, d, hidden, steps, batch),
+             "tn flow, raw step": c.tn_raw_step(batches, d, hidden, steps),
+             "TFP MAF, raw step": c.tfp_train(batches, d, hidden, steps)}
+    maf, tfp_maf = c.tn_maf(d, hidden, steps), c.tfp_maf(d, hidden, steps)
+    iaf, tfp_iaf = c.tn_maf(d, hidden, steps, inverse=True), c.tfp_iaf(d, hidden, steps)
+    xb = batches[0]
+    ours_density, tfp_density = tf.function(maf.log_prob), tf.function(tfp_maf.log_prob)
+    ours_sample = tf.function(lambda: iaf.sample(batch, seed=0))
+    tfp_sample = tf.function(lambda: tfp_iaf.sample(batch, seed=0))
+    density = {"tfp_nice MAF": lambda: ours_density(xb).numpy(),
+               "TFP MAF": lambda: tfp_density(xb).numpy()}
+    sampling = {"tfp_nice IAF": lambda: ours_sample().numpy(),
+                "TFP IAF": lambda: tfp_sample().numpy()}
+    skipped = {}
+    if torch:
+        why = c.torch_available()
+        if why is None:
+            import torch as th
+
+            flows = {"nflows MAF": c.nflows_maf(d, hidden, steps),
+                     "zuko MAF": c.zuko_maf(d, hidden, steps)}
+            log_probs = {"nflows MAF": flows["nflows MAF"].log_prob,
+                         "zuko MAF": lambda t: flows["zuko MAF"]().log_prob(t)}
+            numpy_batches = [b.numpy() for b in batches]
+            tb = th.from_numpy(numpy_batches[0])
+            for name, flow in flows.items():
+                train[name + ", raw step"] = c.torch_train(flow, log_probs[name],
+                                                           numpy_batches)
+
+                def torch_density(lp=log_probs[name]):
+                    with th.no_grad():
+                        lp(tb).numpy()
+                density[name] = torch_density
+        else:
+            skipped["nflows, zuko"] = why
+
+    def repeated(run, calls=5):
+        def go():
+            for _ in range(calls):
+                run()
+        return go
+
+    for group in (train, density, sampling):
+        for run in group.values():
+            run()
+    seconds = alternate(train, rounds)
+    dens = alternate({k: repeated(v) for k, v in density.items()}, rounds)
+    samp = alternate({k: repeated(v) for k, v in sampling.items()}, rounds)
+    return {"train_samples_per_s": {k: batch * n_batches / t for k, t in seconds.items()},
+            "density_per_s": {k: 5 * batch / t for k, t in dens.items()},
+            "iaf_samples_per_s": {k: 5 * batch / t for k, t in samp.items()},
+            "fit_gflops": c.made_flops(d, hidden, batch, steps) * n_batches
+            / seconds["tn.Flow.fit"] / 1e9,
+            "matmul_gflops": matmul_gflops(512, rounds), "skipped": skipped,
+            "d": d, "hidden": hidden, "steps": steps, "batch": batch}
+
+
+TASKS = {"train": task_train, "maf": task_maf, "serve": task_serve, "small": task_small,
          "memory": task_memory, "quality": task_quality, "image": task_image,
          "image_conv": task_image_conv}
 
