@@ -1,5 +1,6 @@
 """Shared test set-up: quiet TensorFlow, two logical CPUs, seeds, and a report."""
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -52,6 +53,23 @@ def mirrored_strategy():
 def _seed():
     tf.random.set_seed(1234)
     np.random.seed(1234)
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist, a worker hands its errors and numbers to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["tfp_nice_report"] = json.dumps(
+            {"worst": [[k, d, v] for (k, d), v in _WORST.items()], "numbers": _NUMBERS})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller gathers each worker's report (see above) for the summary."""
+    report = json.loads(getattr(node, "workeroutput", {}).get("tfp_nice_report", "{}"))
+    for kind, dtype, value in report.get("worst", []):
+        _WORST[(kind, dtype)] = max(_WORST.get((kind, dtype), 0.0), value)
+    _NUMBERS.update(report.get("numbers", {}))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -87,6 +87,8 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, mirrored_strategy):
     assert namespace["sevens"].shape == (4, 1, 64)  # served given a context
     assert "(3,) (4, 1, 64)" in out.getvalue()
     assert namespace["log_p"].shape == (5,)
+    assert not namespace["maf"].steps[0].inverse and namespace["iaf"].steps[0].inverse
+    assert out.getvalue().count("(3, 2)\n") >= 2  # a MAF's and an IAF's samples
     assert namespace["h"].shape == (5, 6)
     assert "[0.3 0.3 0.3]" in out.getvalue()
     assert "'bits_per_dim'" in out.getvalue()
