@@ -561,6 +561,7 @@ def test_preset_refuses_architecture_flags(capsys, existing_out, flags, message)
 # Every flag the presets fix, typed at its default value (the two switches have none):
 # a typed flag is the user's request, and the preset would override it without a word.
 _PRESET_FLAGS_AT_DEFAULTS = [["--flow", "nice"], ["--scales", "2"], ["--steps-per-scale", "4"],
+                             ["--steps", "5"],
                              ["--couplings", "4"], ["--hidden", "64", "64"],
                              ["--partition", "odd_even"], ["--coupling", "additive"],
                              ["--num-bins", "8"], ["--tail-bound", "3"],
@@ -831,10 +832,17 @@ def test_records_of_the_format_before_builders_still_read(run):
 
 def test_every_builder_of_the_table_builds_its_model():
     """The table's builders, by name, with the keyword arguments a record holds."""
+    import tfp_nice as tn
+
     nice, _ = architectures.BUILDERS["nice"]((4,), num_couplings=2, hidden_units=[4])
     assert type(nice).__name__ == "NICE" and nice.event_shape == (4,)
     flow, _ = architectures.BUILDERS["multiscale"]((4, 4, 1), num_scales=1, steps_per_scale=1,
                                                    hidden_channels=[4])
     assert type(flow).__name__ == "Flow" and flow.event_shape == (4, 4, 1)
-    assert set(architectures.BUILDERS) == {"nice", "multiscale", "affine_mnist", "glow_mnist",
-                                           "nice_mnist"}
+    for name, inverse in (("maf", False), ("iaf", True)):
+        ar, _ = architectures.BUILDERS[name]((3,), num_steps=2, hidden_units=[4],
+                                             num_bins=4, tail_bound=2.0)
+        assert ar.event_shape == (3,) and [s.inverse for s in ar.steps] == [inverse] * 2
+        assert ar.steps[0].transformer == tn.Spline(num_bins=4, tail_bound=2.0)
+    assert set(architectures.BUILDERS) == {"nice", "multiscale", "maf", "iaf", "affine_mnist",
+                                           "glow_mnist", "nice_mnist"}
