@@ -35,7 +35,8 @@ def _loop(step, batches):
 
 def tn_maf(d, hidden, steps, inverse=False):
     return tn.Flow(tn.autoregressive_steps((d,), num_steps=steps, hidden_units=(hidden,) * 2,
-                                           inverse=inverse, name="iaf" if inverse else "maf"),
+                                           inverse=inverse, name="iaf" if inverse else "maf",
+                                           partial=True),  # 2x512 over 784, as the others
                    prior="normal")
 
 

@@ -102,6 +102,26 @@ def test_each_output_depends_on_exactly_the_entries_before_it(order):
             assert (jac[i, j] > 1e-8) == before, (order, i, j, jac[i, j])
 
 
+def test_a_partial_made_sees_the_first_w_entries_of_the_order_at_most():
+    """Narrower than D - 1 with partial=True (TFP's and nflows' behaviour at 2x512 over
+    784): entry i sees the entries before it among the first w of the order only."""
+    made = tn.MADE(6, params_per_entry=1, hidden_units=(3, 4), order=[5, 1, 0, 3, 2, 4],
+                   partial=True, activation="tanh", dtype="float64")
+    made.build((None, 6))
+    _randomize(made, seed=22)
+    x = tf.constant(np.random.default_rng(23).normal(size=(3, 6)))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = made(x)
+    jac = np.abs(tape.batch_jacobian(out, x).numpy()).max(axis=(0, 2))
+    rank = {int(i): k for k, i in enumerate(made.order)}
+    for i in range(6):
+        for j in range(6):
+            assert (jac[i, j] > 1e-8) == (rank[j] < min(rank[i], 3)), (i, j, jac[i, j])
+    with pytest.raises(ValueError, match=r"hidden layer 0 has 3 units.*partial=True accepts"):
+        tn.MADE(6, hidden_units=(3, 4))
+
+
 def test_a_conditional_made_sees_the_context_at_every_entry():
     made = tn.MADE(3, params_per_entry=2, hidden_units=(8,), context_units=4, dtype="float64")
     made.build((None, 3))

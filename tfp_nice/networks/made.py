@@ -96,7 +96,8 @@ class MADE(keras.layers.Layer):
                  hidden_units: Sequence[int] = (50, 50), order: str | ArrayLike = "natural",
                  activation: str | Callable[..., Any] = "relu", residual: bool = False,
                  context_units: int | None = None, seed: int | None = None,
-                 kernel_initializer: Any = "glorot_uniform", **kwargs: Any) -> None:
+                 kernel_initializer: Any = "glorot_uniform", partial: bool = False,
+                 **kwargs: Any) -> None:
         """Builds the layer.
 
         Args:
@@ -114,11 +115,16 @@ class MADE(keras.layers.Layer):
           context_units: `None`, or the size of a context it is also given.
           seed: the random order's seed (the order drawn is what is saved).
           kernel_initializer: the hidden kernels' initialiser.
+          partial: accept hidden layers narrower than `D - 1`: the hidden
+            degrees then run `1 .. w` (`w` the narrowest width), so an entry
+            sees at most the first `w` entries of the order (TFP's and nflows'
+            behaviour at such sizes, e.g. 2x512 over MNIST's 784 pixels).
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
 
         Raises:
           ValueError: for an order that is not a permutation, a hidden layer
-            narrower than the degrees need (naming it), non-positive sizes, or
+            narrower than the degrees need (naming it; unless `partial`),
+            non-positive sizes, or
             `residual` with layers of different widths.
         """
         super().__init__(**kwargs)
@@ -131,13 +137,15 @@ class MADE(keras.layers.Layer):
         self.residual = bool(residual)
         self.context_units = None if context_units is None else check_int(
             context_units, "context_units")
+        self.partial = bool(partial)
         needed = self.event_size - 1
         for k, units in enumerate(self.hidden_units):
-            if units < needed:
+            if units < needed and not self.partial:
                 raise ValueError(
                     f"MADE: hidden layer {k} has {units} units; over {self.event_size} "
                     f"entries each hidden layer needs at least {needed} (one per degree 1.."
-                    f"{needed}), or some entries would not see all the entries before them. "
+                    f"{needed}), or some entries would not see all the entries before them "
+                    "(partial=True accepts that). "
                     f"Received: hidden_units={self.hidden_units}")
         if self.residual and len(set(self.hidden_units)) > 1:
             raise ValueError("MADE: residual=True adds each hidden layer's input to its "
@@ -210,6 +218,7 @@ class MADE(keras.layers.Layer):
                 "hidden_units": list(self.hidden_units), "order": self.order.tolist(),
                 "activation": keras.activations.serialize(self.activation),
                 "residual": self.residual, "context_units": self.context_units,
+                "partial": self.partial,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
 

@@ -54,7 +54,7 @@ class AutoregressiveStep(FlowStep):
                  context_shape: Sequence[int] | None = None,
                  network: keras.layers.Layer | Callable[[int, int], keras.layers.Layer]
                  | None = None, activation: str | Callable = "relu", residual: bool = False,
-                 seed: int | None = None, **kwargs: Any) -> None:
+                 seed: int | None = None, partial: bool = False, **kwargs: Any) -> None:
         """Builds the step and its network's weights.
 
         Args:
@@ -72,6 +72,9 @@ class AutoregressiveStep(FlowStep):
           activation: the default MADE's activation.
           residual: skip connections in the default MADE.
           seed: the random order's seed.
+          partial: let the default MADE's hidden layers be narrower than
+            `D - 1` (each entry then sees at most the first `min(hidden_units)`
+            entries of the order; see `MADE`).
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
 
         Raises:
@@ -95,7 +98,7 @@ class AutoregressiveStep(FlowStep):
             network = MADE(self.num_dims, p, self.hidden_units,
                            order=check_order(order, self.num_dims, seed, self.name),
                            activation=activation, residual=residual, context_units=units,
-                           dtype=self.dtype_policy, name="network")
+                           partial=partial, dtype=self.dtype_policy, name="network")
         elif not isinstance(network, keras.layers.Layer):
             if not callable(network):
                 raise TypeError(f"{self.name}: network must be a Keras layer or a factory "
@@ -150,6 +153,7 @@ class AutoregressiveStep(FlowStep):
         if self.hidden_units is not None:
             return {**config, "hidden_units": list(self.hidden_units),
                     "order": self.network.order.tolist(), "residual": self.network.residual,
+                    "partial": self.network.partial,
                     "activation": keras.activations.serialize(self.network.activation)}
         return {**config, "network": keras.saving.serialize_keras_object(self.network)}
 
@@ -168,7 +172,8 @@ def autoregressive_steps(event_shape: Sequence[int], num_steps: int = 5,
                          inverse: bool = False, orders: str = "alternate",
                          actnorm: bool = False, residual: bool = False,
                          context_shape: Sequence[int] | None = None, seed: int = 0,
-                         dtype: Any = None, name: str = "maf") -> list[FlowStep]:
+                         dtype: Any = None, partial: bool = False,
+                         name: str = "maf") -> list[FlowStep]:
     """The steps of a MAF (`inverse=False`) or an IAF (`inverse=True`) for `tn.Flow`.
 
     `num_steps` autoregressive steps of `transformer` over MADEs of
@@ -201,5 +206,6 @@ def autoregressive_steps(event_shape: Sequence[int], num_steps: int = 5,
         steps.append(AutoregressiveStep(event_shape, transformer=transformer,
                                         hidden_units=hidden_units, order=order,
                                         inverse=inverse, context_shape=context_shape,
-                                        residual=residual, name=f"{name}_{k}", dtype=dtype))
+                                        residual=residual, partial=partial,
+                                        name=f"{name}_{k}", dtype=dtype))
     return steps
