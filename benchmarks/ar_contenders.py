@@ -13,6 +13,7 @@ import tensorflow_probability as tfp
 
 import keras
 import tfp_nice as tn
+from contenders import _loop, max_likelihood_loop, nflows_available
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
@@ -23,14 +24,6 @@ def made_flops(d, hidden, batch, steps):
     backward passes."""
     sizes = [d, hidden, hidden, 2 * d]
     return 3 * 2 * steps * sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) * batch
-
-
-def _loop(step, batches):
-    def run():
-        for b in batches:
-            loss = step(b)
-        float(loss)
-    return run
 
 
 def tn_maf(d, hidden, steps, inverse=False):
@@ -50,42 +43,33 @@ def tn_fit(x, d, hidden, steps, batch):
 
 
 def tn_raw_step(batches, d, hidden, steps):
-    """The same flow's `distribution` in a raw `tf.function` Adam step."""
+    """The same flow in a raw `tf.function` Adam step (`contenders.max_likelihood_loop`)."""
     model = tn_maf(d, hidden, steps)
-    variables = model.trainable_variables
-    optimizer = keras.optimizers.Adam(1e-3)
-
-    @tf.function
-    def step(xb):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(model.log_prob(xb))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    float(step(batches[0]))
-    return _loop(step, batches)
+    return max_likelihood_loop(model, model.trainable_variables, batches, jit=False)
 
 
-def tfp_maf(d, hidden, steps):
+def tfp_flow(d, hidden, steps, inverse=False):
     """TFP's MAF: `tfb.MaskedAutoregressiveFlow` over `tfb.AutoregressiveNetwork` (a
-    `tf_keras` layer), the order reversed between steps."""
+    `tf_keras` layer), the order reversed between steps; with `inverse`, TFP's IAF
+    (each step inverted: sampling in one pass)."""
     bijectors = []
     for k in range(steps):
         made = tfb.AutoregressiveNetwork(params=2, hidden_units=[hidden, hidden],
                                          activation="relu", event_shape=(d,))
-        bijectors.append(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made))
+        maf = tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made)
+        bijectors.append(tfb.Invert(maf) if inverse else maf)
         if k < steps - 1:
             bijectors.append(tfb.Permute(list(range(d))[::-1]))
     dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0.0, 1.0), d),
                                        tfb.Chain(bijectors[::-1]))
-    dist.log_prob(tf.zeros((2, d)))  # builds the networks
+    dist.log_prob(dist.sample(2, seed=0))  # builds the networks
     return dist
 
 
 def tfp_train(batches, d, hidden, steps):
     import tf_keras
 
-    dist = tfp_maf(d, hidden, steps)
+    dist = tfp_flow(d, hidden, steps)
     variables = dist.trainable_variables
     optimizer = tf_keras.optimizers.Adam(1e-3)
 
@@ -102,13 +86,13 @@ def tfp_train(batches, d, hidden, steps):
 
 def torch_available():
     """`None` if PyTorch, nflows and zuko import, else why not."""
-    try:
-        import nflows  # noqa: F401
-        import torch  # noqa: F401
-        import zuko  # noqa: F401
-    except ImportError as err:
-        return f"not installed ({err.name}; pip install -e '.[bench]')"
-    return None
+    why = nflows_available()
+    if why is None:
+        try:
+            import zuko  # noqa: F401
+        except ImportError as err:
+            why = f"not installed ({err.name}; pip install -e '.[bench]')"
+    return why
 
 
 def nflows_maf(d, hidden, steps):
@@ -156,17 +140,3 @@ def torch_train(flow, log_prob, x_batches):
     float(step(batches[0]))
     return _loop(step, batches)
 
-
-def tfp_iaf(d, hidden, steps):
-    """TFP's IAF: `tfb.Invert(tfb.MaskedAutoregressiveFlow(...))`, sampling in one pass."""
-    bijectors = []
-    for k in range(steps):
-        made = tfb.AutoregressiveNetwork(params=2, hidden_units=[hidden, hidden],
-                                         activation="relu", event_shape=(d,))
-        bijectors.append(tfb.Invert(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made)))
-        if k < steps - 1:
-            bijectors.append(tfb.Permute(list(range(d))[::-1]))
-    dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0.0, 1.0), d),
-                                       tfb.Chain(bijectors[::-1]))
-    dist.sample(2)  # builds the networks
-    return dist

@@ -337,8 +337,9 @@ def task_maf(d, hidden, steps, batch, n_batches, rounds, torch=True):
     train = {"tn.Flow.fit": c.tn_fit(x, d, hidden, steps, batch),
              "tn flow, raw step": c.tn_raw_step(batches, d, hidden, steps),
              "TFP MAF, raw step": c.tfp_train(batches, d, hidden, steps)}
-    maf, tfp_maf = c.tn_maf(d, hidden, steps), c.tfp_maf(d, hidden, steps)
-    iaf, tfp_iaf = c.tn_maf(d, hidden, steps, inverse=True), c.tfp_iaf(d, hidden, steps)
+    maf, tfp_maf = c.tn_maf(d, hidden, steps), c.tfp_flow(d, hidden, steps)
+    iaf = c.tn_maf(d, hidden, steps, inverse=True)
+    tfp_iaf = c.tfp_flow(d, hidden, steps, inverse=True)
     xb = batches[0]
     ours_density, tfp_density = tf.function(maf.log_prob), tf.function(tfp_maf.log_prob)
     ours_sample = tf.function(lambda: iaf.sample(batch, seed=0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Sequence
 
 import keras
@@ -221,7 +220,3 @@ class MADE(keras.layers.Layer):
                 "partial": self.partial,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
-
-def made_size(event_shape: Sequence[int]) -> int:
-    """The flat size `D` of an event shape."""
-    return math.prod(int(d) for d in event_shape)

@@ -15,7 +15,7 @@ from tfp_nice.steps.permutation import Conv1x1Step, LULinearStep, PermutationSte
 from tfp_nice.steps.scaling import ActNormStep, RescalingStep
 from tfp_nice.steps.squeeze import SqueezeStep
 
-__all__ = ["PERMUTATIONS", "ActNormStep", "AutoregressiveStep", "autoregressive_steps", "Conv1x1Step", "CouplingStep", "FactorOutStep",
-           "FlowStep", "LULinearStep", "LogitStep", "PermutationStep", "RescalingStep",
-           "SqueezeStep", "build_steps", "check_chain", "check_logit_alpha",
-           "multiscale_steps", "walk"]
+__all__ = ["PERMUTATIONS", "ActNormStep", "AutoregressiveStep", "Conv1x1Step", "CouplingStep",
+           "FactorOutStep", "FlowStep", "LULinearStep", "LogitStep", "PermutationStep",
+           "RescalingStep", "SqueezeStep", "autoregressive_steps", "build_steps", "check_chain",
+           "check_logit_alpha", "multiscale_steps", "walk"]

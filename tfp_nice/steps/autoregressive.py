@@ -15,7 +15,8 @@ from tfp_nice import transformers
 from tfp_nice._types import TensorLike
 from tfp_nice.bijectors.autoregressive import Autoregressive
 from tfp_nice.networks.made import MADE, check_order
-from tfp_nice.steps.base import FlowStep, check_context_shape, under_policy
+from tfp_nice.steps.base import (FlowStep, check_context_shape, under_policy,
+                                 with_keras_objects)
 from tfp_nice.steps.scaling import ActNormStep
 from tfp_nice.transformers import Transformer
 
@@ -137,11 +138,7 @@ class AutoregressiveStep(FlowStep):
     def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         """The autoregressive bijector over the current weights; a conditional step's bound
         to `context`, rows `(N, *context_shape)` (an unconditional step ignores it)."""
-        if self._context_shape is None:
-            context = None
-        elif context is None:
-            raise ValueError(f"{self.name} is conditional (context_shape="
-                             f"{self._context_shape}) and needs a context.")
+        context = self._context_given(context)
         return Autoregressive(self.network, self.transformer, self.event_shape,
                               inverse=self.inverse, name=self.name, context=context)
 
@@ -159,11 +156,7 @@ class AutoregressiveStep(FlowStep):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Any:
-        config = dict(config)
-        for key in ("network", "transformer"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        return cls(**with_keras_objects(config, ("network", "transformer")))
 
 
 def autoregressive_steps(event_shape: Sequence[int], num_steps: int = 5,

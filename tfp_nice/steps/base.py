@@ -146,6 +146,16 @@ class FlowStep(keras.layers.Layer):
     def call(self, h: TensorLike, context: TensorLike | None = None) -> Any:
         return self.bijector(context).forward(h)
 
+    def _context_given(self, context):
+        """The context a step binds: `context` for a conditional step (an error without
+        one), `None` for an unconditional step, which ignores it."""
+        if self.context_shape is None:
+            return None
+        if context is None:
+            raise ValueError(f"{self.name} is conditional (context_shape="
+                             f"{self.context_shape}) and needs a context.")
+        return context
+
     def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape)[:1] + tuple(self.output_event_shape)
 
@@ -155,6 +165,16 @@ class FlowStep(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "event_shape": list(self.event_shape)}
+
+
+def with_keras_objects(config, keys):
+    """`config` with its entries at `keys` deserialized where they are Keras configs
+    (a step's network and transformer), for `from_config`."""
+    config = dict(config)
+    for key in keys:
+        if isinstance(config.get(key), dict):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+    return config
 
 
 def under_policy(policy, factory, *args):

@@ -16,7 +16,8 @@ from tfp_nice._validation import check_choice
 from tfp_nice.bijectors import check_mask, coupling_bijector
 from tfp_nice.bijectors._partition import MaskPartition
 from tfp_nice.networks import SCALES, CouplingConvNet, CouplingMLP
-from tfp_nice.steps.base import FlowStep, check_context_shape, under_policy
+from tfp_nice.steps.base import (FlowStep, check_context_shape, under_policy,
+                                 with_keras_objects)
 from tfp_nice.transformers import Additive, Affine, Spline, Transformer
 
 __all__ = ["CouplingStep"]
@@ -211,11 +212,7 @@ class CouplingStep(FlowStep):
     def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         """The coupling over the current weights; a conditional step's bound to `context`,
         rows of shape `(N, *context_shape)` (an unconditional step ignores it)."""
-        if self._context_shape is None:
-            context = None
-        elif context is None:
-            raise ValueError(f"{self.name} is conditional (context_shape="
-                             f"{self._context_shape}) and needs a context.")
+        context = self._context_given(context)
         return coupling_bijector(self.transformer, self.network, self.mask, self.name,
                                  context=context)
 
@@ -239,11 +236,7 @@ class CouplingStep(FlowStep):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Any:
-        config = dict(config)
-        for key in ("network", "transformer"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        return cls(**with_keras_objects(config, ("network", "transformer")))
 
 
 def _resolve_transformer(name, coupling, transformer, num_bins, tail_bound):
