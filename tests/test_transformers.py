@@ -7,6 +7,7 @@ Jacobian determinant by autodiff, and `tfb.RealNVP` for the affine coupling.
 """
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -143,6 +144,70 @@ def test_the_affine_transformers_coupling_is_tfps_real_nvp():
     np.testing.assert_allclose(ours.forward(x), theirs.forward(x), rtol=1e-12)
     np.testing.assert_allclose(ours.forward_log_det_jacobian(x, 1),
                                theirs.forward_log_det_jacobian(x, 1), rtol=1e-12)
+
+
+class _TwiceTheShift(tn.Affine):
+    """An Affine whose subclass changes the map: `y = x exp(s) + 2 t`."""
+
+    def forward(self, x, params):
+        return super().forward(x, tf.stack([2.0 * params[..., 0], params[..., 1]], -1))
+
+    def inverse(self, y, params):
+        return super().inverse(y, tf.stack([2.0 * params[..., 0], params[..., 1]], -1))
+
+
+@pytest.mark.parametrize("key", list(TRANSFORMERS) + ["affine_subclass"])
+def test_parameters_given_apart_map_as_the_same_parameters_stacked(key):
+    # A network giving one tensor per parameter reaches the transformer through
+    # apply_parts (the built-ins skip the stacking); the result must be forward(x, params)
+    # of the stacked parameters, and a subclass that changes forward keeps its change.
+    transformer = TRANSFORMERS.get(key) or _TwiceTheShift()
+    p = transformer.params_per_entry
+    mask = tn.partition_mask("odd_even", (5,))
+    fns = [_dense(3, 2, seed=10 + i) for i in range(p)]
+    apart = tn.Coupling(lambda a: tuple(fn(a) for fn in fns), mask, transformer)
+    stacked = tn.Coupling(lambda a: tf.stack([fn(a) for fn in fns], -1), mask, transformer)
+    x = tf.constant(np.random.default_rng(6).normal(size=(4, 5)))
+    for name in ("forward", "inverse"):
+        np.testing.assert_allclose(getattr(apart, name)(x), getattr(stacked, name)(x),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(getattr(apart, f"{name}_log_det_jacobian")(x, 1),
+                                   getattr(stacked, f"{name}_log_det_jacobian")(x, 1),
+                                   rtol=1e-12, atol=1e-12)
+    # By hand, from the definitions, for the affine ones.
+    if key in ("affine", "affine_subclass"):
+        a = x.numpy()[:, mask]
+        shift, log_scale = (fn(tf.constant(a)).numpy() for fn in fns)
+        if key == "affine_subclass":
+            shift = 2.0 * shift
+        want = x.numpy().copy()
+        want[:, ~mask] = x.numpy()[:, ~mask] * np.exp(log_scale) + shift
+        np.testing.assert_allclose(apart.forward(x), want, rtol=1e-12)
+
+
+def test_an_affine_couplings_shift_and_log_scale_are_not_stacked_and_sliced():
+    # Stacking (shift, log_scale) on a last axis and slicing them back cost an affine
+    # coupling of 392 entries 2 ms a batch of 256, forward and backward (13% of an
+    # affine_mnist epoch): the graph of a training step holds no such stack or slice.
+    mask = tn.partition_mask("halves", (6,))
+    bij = tn.AffineCoupling(tn.CouplingMLP((8,), 3, affine=True, name="net"), mask)
+
+    @tf.function
+    def loss_and_gradient(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(bij.inverse_log_det_jacobian(x, 1)) \
+                + tf.reduce_sum(bij.inverse(x))
+        return tape.gradient(loss, bij.trainable_variables)
+
+    graph = loss_and_gradient.get_concrete_function(
+        tf.TensorSpec((None, 6), tf.float32)).graph
+    ops = [op for op in graph.get_operations()]
+    for function in graph._functions.values():
+        ops += list(function.graph.get_operations())
+    stacked = [op.name for op in ops if op.type == "Pack" and op.outputs[0].shape.rank == 3]
+    slice_grads = [op.name for op in ops  # the network's own split of its output aside
+                   if op.type == "StridedSliceGrad" and not re.search(r"/net(_\d+)?/", op.name)]
+    assert not stacked and not slice_grads, (stacked, slice_grads)
 
 
 def test_a_constant_log_det_transformer_gives_its_constant_without_the_network():

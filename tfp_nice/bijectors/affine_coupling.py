@@ -109,15 +109,15 @@ class AffineCoupling(MaskedCoupling):
     def shift_and_log_scale_fn(self) -> Callable[..., Any]:
         return self._fn
 
-    def read_parameters(self, out: Any, like: tf.Tensor) -> tf.Tensor:
+    def _read(self, out: Any, like: tf.Tensor) -> Any:
         """The network's `(shift, log_scale)` pair, or one tensor holding the shift then
-        the log-scale on its last axis (`[N, 2 n_b]`, `[N, h, w, 2 c_b]`), as
-        `[N, *shape_b, 2]`."""
+        the log-scale on its last axis (`[N, 2 n_b]`, `[N, h, w, 2 c_b]`), as the pair
+        of part B's shape (`read_parameters` stacks them as `[N, *shape_b, 2]`)."""
         if isinstance(out, (tuple, list)):
             if len(out) != 2:
                 raise ValueError(f"{self.name}: shift_and_log_scale_fn must return (shift, "
                                  f"log_scale), got {len(out)} values.")
-            return super().read_parameters(out, like)
+            return super()._read(out, like)
         out = tf.convert_to_tensor(out)
         shape_b, n_b = self._partition.shape_b, self._partition.size_b
         if out.shape.rank == 2:
@@ -132,4 +132,4 @@ class AffineCoupling(MaskedCoupling):
             raise ValueError(f"{self.name}: shift_and_log_scale_fn must return a "
                              f"[{expected}] tensor or a pair, got shape "
                              f"{tuple(out.shape)}.")
-        return super().read_parameters((out[..., :width], out[..., width:]), like)
+        return super()._read((out[..., :width], out[..., width:]), like)

@@ -32,3 +32,10 @@ class Additive(Transformer):
 
     def inverse(self, y: TensorLike, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return y - params[..., 0], tf.zeros_like(y)
+
+    def apply_parts(self, x: tf.Tensor, parts: tuple[tf.Tensor, ...],
+                    inverse: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        if not self._maps_are(Additive):
+            return super().apply_parts(x, parts, inverse)
+        (shift,) = parts
+        return (x - shift if inverse else x + shift), tf.zeros_like(x)

@@ -87,12 +87,23 @@ class Affine(Transformer):
         return clip_log_scale(raw)
 
     def forward(self, x: TensorLike, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        s = self.log_scale(params[..., 1])
-        return x * tf.exp(s) + params[..., 0], s
+        return self._map(x, params[..., 0], params[..., 1], False)
 
     def inverse(self, y: TensorLike, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        s = self.log_scale(params[..., 1])
-        return (y - params[..., 0]) * tf.exp(-s), -s
+        return self._map(y, params[..., 0], params[..., 1], True)
+
+    def apply_parts(self, x: tf.Tensor, parts: tuple[tf.Tensor, ...],
+                    inverse: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        if not self._maps_are(Affine):
+            return super().apply_parts(x, parts, inverse)
+        shift, raw = parts
+        return self._map(x, shift, raw, inverse)
+
+    def _map(self, x, shift, raw, inverse):
+        s = self.log_scale(raw)
+        if inverse:
+            return (x - shift) * tf.exp(-s), -s
+        return x * tf.exp(s) + shift, s
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"scale": self.scale}
