@@ -102,6 +102,17 @@ ONLY_CACHED = False  # set while a section that was not asked for is read from t
 USED = []  # the runs the report is built from
 
 
+def per_call_seconds(fn, calls=3):
+    """The median seconds of a call to `fn` (a `tf.function`), after one call to trace it."""
+    fn()
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), fn())
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
 def spec_key(spec):
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -147,6 +158,16 @@ def run(spec, cache):
                                     rescaling=spec["ms_rescaling"], seed=spec["seed"])
         model = tn.Flow(steps, prior="normal", num_levels=num_levels, seed=spec["seed"])
         optimizer = keras.optimizers.Adam(2e-3, use_ema=True, ema_momentum=0.99)
+    elif builder == "autoregressive":  # MAF or an autoregressive spline flow, 4 steps
+        transformer = ("affine" if spec["transformer"] == "affine" else
+                       tn.Spline(num_bins=spec["num_bins"], tail_bound=spec["tail_bound"]))
+        steps = tn.autoregressive_steps(event, num_steps=4, transformer=transformer,
+                                        hidden_units=tuple(spec["hidden"]),
+                                        actnorm=spec.get("actnorm", False), partial=True,
+                                        seed=spec["seed"])
+        if spec.get("logit_alpha"):
+            steps = [tn.LogitStep(event, alpha=spec["logit_alpha"])] + steps
+        model = tn.Flow(steps, prior="normal", num_levels=num_levels, seed=spec["seed"])
     else:
         model = tn.NICE(event, num_couplings=4, hidden_units=tuple(spec["hidden"]),
                         num_levels=num_levels, rescaling_init=init, seed=spec["seed"], **arch)
@@ -178,6 +199,15 @@ def run(spec, cache):
     history = model.fit(fit_data, epochs=epochs, verbose=0, callbacks=[watch], **fit_kwargs)
     losses = history.history["loss"]
     curve = watch.curve
+    # What the trained model costs to use (question 5): log_prob of held-out rows and
+    # sampling, each one traced call, in milliseconds per 1,000 rows
+    cost = {}
+    if spec.get("cost_rows"):
+        rows = spec["cost_rows"]
+        calls = {"density_ms_per_1000": tf.function(lambda: model.log_prob(held_out[:rows])),
+                 "sampling_ms_per_1000": tf.function(lambda: model.sample(rows, seed=0))}
+        cost = {key: 1e6 * per_call_seconds(fn, spec["cost_calls"]) / rows
+                for key, fn in calls.items()}
     # Diverged: the loss or the held-out score stopped being finite (training stops), or the
     # held-out bits/dim blew up past twice a uniform model's (2 log2 levels).
     blew_up = bool(num_levels and curve and np.isfinite(curve[-1])
@@ -194,6 +224,7 @@ def run(spec, cache):
                          or not np.all(np.isfinite(losses))
                          or not np.all(np.isfinite(curve)) or blew_up),
         "wall_seconds": time.perf_counter() - start,
+        **cost,
     }
     arrays = {}
     if spec.get("density_grid"):
