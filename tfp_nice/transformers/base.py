@@ -93,7 +93,7 @@ class Transformer:
         params = tf.stack(parts, -1)
         return self.inverse(x, params) if inverse else self.forward(x, params)
 
-    def _maps_are(self, cls: type) -> bool:
+    def _maps_are(self, cls: type[Transformer]) -> bool:
         """Whether `forward` and `inverse` are `cls`'s (a subclass overriding either one
         does not get `cls`'s `apply_parts` shortcut)."""
         return type(self).forward is cls.forward and type(self).inverse is cls.inverse
