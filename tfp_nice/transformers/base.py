@@ -36,9 +36,9 @@ class Transformer:
     A network that gives the parameters as `params_per_entry` separate tensors
     (a coupling network's `(shift, log_scale)`) reaches the transformer through
     `apply_parts`, which stacks them and calls `forward` or `inverse`; a
-    transformer may override it to use the parts as they are (the built-ins
-    do: stacking on a last axis and slicing back costs an affine coupling of
-    392 entries 2 ms a batch of 256).
+    transformer may override it to use the parts as they are (`Additive` and
+    `Affine` do: stacking on a last axis and slicing back costs an affine
+    coupling of 392 entries 2 ms a batch of 256).
 
     Zero raw parameters should give the identity, so that a network whose last
     layer starts at zero starts its step as the identity (the built-ins do).
