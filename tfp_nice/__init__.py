@@ -63,6 +63,7 @@ _NAMES = {
     "PermutationStep": "tfp_nice.steps",
     "RescalingStep": "tfp_nice.steps",
     "SqueezeStep": "tfp_nice.steps",
+    "StandardizeStep": "tfp_nice.steps",
     "autoregressive_steps": "tfp_nice.steps",
     "multiscale_steps": "tfp_nice.steps",
     "Additive": "tfp_nice.transformers",
@@ -70,12 +71,12 @@ _NAMES = {
     "Spline": "tfp_nice.transformers",
     "Transformer": "tfp_nice.transformers",
 }
-_SUBPACKAGES = ("data", "presets", "transformers")
+_SUBPACKAGES = ("data", "presets", "sbi", "transformers")
 
 __all__ = sorted([*_NAMES, *_SUBPACKAGES, "__version__"])
 
 if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
-    from tfp_nice import data, presets, transformers
+    from tfp_nice import data, presets, sbi, transformers
     from tfp_nice.bijectors import (
         PARTITIONS,
         ActNorm,
@@ -122,6 +123,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         PermutationStep,
         RescalingStep,
         SqueezeStep,
+        StandardizeStep,
         autoregressive_steps,
         multiscale_steps,
     )

@@ -12,10 +12,10 @@ from tfp_nice.steps.logit import LogitStep, check_logit_alpha
 from tfp_nice.steps.multiscale import multiscale_steps
 from tfp_nice.steps.nice_order import PERMUTATIONS, build_steps
 from tfp_nice.steps.permutation import Conv1x1Step, LULinearStep, PermutationStep
-from tfp_nice.steps.scaling import ActNormStep, RescalingStep
+from tfp_nice.steps.scaling import ActNormStep, RescalingStep, StandardizeStep
 from tfp_nice.steps.squeeze import SqueezeStep
 
 __all__ = ["PERMUTATIONS", "ActNormStep", "AutoregressiveStep", "Conv1x1Step", "CouplingStep",
            "FactorOutStep", "FlowStep", "LULinearStep", "LogitStep", "PermutationStep",
-           "RescalingStep", "SqueezeStep", "autoregressive_steps", "build_steps", "check_chain",
+           "RescalingStep", "SqueezeStep", "StandardizeStep", "autoregressive_steps", "build_steps", "check_chain",
            "check_logit_alpha", "multiscale_steps", "walk"]

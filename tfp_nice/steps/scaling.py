@@ -15,7 +15,7 @@ from tfp_nice._validation import check_choice, check_flag
 from tfp_nice.bijectors import ActNorm, Rescaling
 from tfp_nice.steps.base import FlowStep, check_batch, spread
 
-__all__ = ["ActNormStep", "RescalingStep"]
+__all__ = ["ActNormStep", "RescalingStep", "StandardizeStep"]
 
 
 class _ScalingStep(FlowStep):
@@ -74,6 +74,31 @@ class ActNormStep(_ScalingStep):
     def adapt(self, h: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
         h = check_batch(h, self.event_shape, self.name)
         std, axes = self._spread_and_axes(h)
+        self.shift.assign(-tf.reduce_mean(h, axis=axes))
+        self.log_scale.assign(-tf.math.log(std))
+        return self.bijector().forward(h)
+
+
+@keras.saving.register_keras_serializable(package="tfp_nice")
+class StandardizeStep(ActNormStep):
+    """A fixed standardisation, `y = (x - mean) / std` per entry: ActNorm's map set once by
+    the data-dependent start to the batch's mean and standard deviation, then not trained.
+
+    Unlike ActNorm's start, the spread has no additive guard, so that entries on any scale
+    (a parameter of spread 1e-6) are standardised exactly; an entry constant over the batch
+    keeps a scale of 1. Pass `trainable=True` to train it after the start (ActNorm then).
+    """
+
+    def __init__(self, event_shape: Sequence[int], per_channel: bool = False,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("trainable", False)
+        super().__init__(event_shape, per_channel, **kwargs)
+
+    def adapt(self, h: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
+        h = check_batch(h, self.event_shape, self.name)
+        axes = [0, 1, 2] if self.per_channel else [0]
+        std = tf.math.reduce_std(h, axis=axes)
+        std = tf.where(std > 0, std, tf.ones_like(std))
         self.shift.assign(-tf.reduce_mean(h, axis=axes))
         self.log_scale.assign(-tf.math.log(std))
         return self.bijector().forward(h)

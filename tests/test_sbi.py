@@ -1,0 +1,330 @@
+"""tn.sbi: posterior estimators over a TFP prior's support, and their diagnostics, against
+references that do not come from the code under test (autodiff Jacobians, the change of
+variables written out, numerical integration, conjugate posteriors in closed form)."""
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfp_nice as tn
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+
+
+def _perturb(model, scale=0.3, seed=0):
+    """Random weights everywhere (a fresh step is the identity, which would hide a lot)."""
+    rng = np.random.default_rng(seed)
+    for w in model.trainable_weights:
+        w.assign(w.numpy() + scale * rng.normal(size=w.shape).astype(w.dtype))
+
+
+def _box(dtype="float32"):
+    return tfd.Independent(tfd.Uniform(np.array([-1.0, 0.0], dtype),
+                                       np.array([2.0, 0.5], dtype)), 1)
+
+
+def _started(model, theta, x):
+    model.initialize_from_data(theta, x)
+    return model
+
+
+# --- the support -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flow,transformer", [("coupling", "affine"),
+                                              ("coupling", "spline"),
+                                              ("autoregressive", "affine")])
+def test_log_prob_is_the_change_of_variables_by_autodiff_in_float64(flow, transformer):
+    prior = _box("float64")
+    theta = prior.sample(300, seed=(1, 2)).numpy()
+    x = np.concatenate([theta, theta[:, :1] ** 2], axis=1) + 0.1
+    model = _started(tn.sbi.posterior_flow(prior, (3,), flow=flow, transformer=transformer,
+                                           num_steps=2, hidden_units=(8,), dtype="float64"),
+                     theta, x)
+    _perturb(model)
+    t, c = tf.constant(theta[:16]), tf.constant(x[:16])
+    with tf.GradientTape() as tape:
+        tape.watch(t)
+        z = model.encode(t, context=c)
+    jac = tape.batch_jacobian(z, t)
+    by_hand = (tfd.Normal(np.float64(0), np.float64(1)).log_prob(z).numpy().sum(axis=1)
+               + np.linalg.slogdet(jac.numpy())[1])
+    np.testing.assert_allclose(model.log_prob(t, context=c).numpy(), by_hand, rtol=1e-9,
+                               atol=1e-9)
+
+
+def test_the_density_integrates_to_one_over_the_prior_box():
+    """log_prob is the density on the support: its integral over the box is 1 (a missing or
+    flipped support log-det, or a density of the unconstrained space, is far from it)."""
+    prior = _box("float64")
+    theta = prior.sample(500, seed=(3, 4)).numpy()
+    x = theta + 0.3
+    model = _started(tn.sbi.posterior_flow(prior, (2,), transformer="affine", num_steps=2,
+                                           hidden_units=(8,), dtype="float64"), theta, x)
+    _perturb(model, 0.2)
+    # midpoint rule on a fine grid; the density is smooth inside and goes to 0 at the edges
+    n = 400
+    a = -1.0 + 3.0 * (np.arange(n) + 0.5) / n
+    b = 0.5 * (np.arange(n) + 0.5) / n
+    grid = np.stack(np.meshgrid(a, b, indexing="ij"), -1).reshape(-1, 2)
+    context = np.broadcast_to(np.array([[0.4, 0.6]]), grid.shape)
+    density = np.exp(model.log_prob(grid, context=context).numpy())
+    assert density.sum() * (3.0 / n) * (0.5 / n) == pytest.approx(1.0, abs=5e-3)
+
+
+def test_samples_never_leave_the_support_which_a_plain_flow_would():
+    prior = _box()
+    theta = prior.sample(1000, seed=(5, 6)).numpy()
+    x = theta + 0.05 * np.random.default_rng(0).normal(size=theta.shape).astype("float32")
+    model = _started(tn.sbi.posterior_flow(prior, (2,), num_steps=2, hidden_units=(8,)),
+                     theta, x)
+    draws = model.sample(5000, context=x[:2], seed=1).numpy()
+    assert np.isfinite(draws).all()
+    assert (draws[..., 0] > -1).all() and (draws[..., 0] < 2).all()
+    assert (draws[..., 1] > 0).all() and (draws[..., 1] < 0.5).all()
+    # the same start without the support leaks: the check above can fail
+    plain = tn.Flow(model.steps[1:], context_shape=(2,), seed=0)
+    plain.initialize_from_data(theta, x)
+    leaked = plain.sample(5000, context=x[:2], seed=1).numpy()
+    assert ((leaked[..., 1] < 0) | (leaked[..., 1] > 0.5)).any()
+
+
+def test_a_joint_prior_is_flattened_in_nest_order_and_mapped_part_by_part():
+    prior = tfd.JointDistributionNamed(dict(
+        scale=tfd.LogNormal(np.float64(0), np.float64(0.5)),
+        loc=tfd.Independent(tfd.Normal(np.zeros(2), np.float64(1)), 1),
+        frac=tfd.Beta(np.float64(2), np.float64(3))))
+    draws = prior.sample(400, seed=(7, 8))
+    rows = tn.sbi.flatten_parameters(prior, draws)
+    assert rows.shape == (400, 4)
+    # tf.nest.flatten orders a dict's keys: frac, loc (2), scale
+    np.testing.assert_array_equal(rows[:, 0], draws["frac"].numpy())
+    np.testing.assert_array_equal(rows[:, 1:3], draws["loc"].numpy())
+    np.testing.assert_array_equal(rows[:, 3], draws["scale"].numpy())
+    back = tn.sbi.unflatten_parameters(prior, rows)
+    np.testing.assert_array_equal(back["loc"].numpy(), draws["loc"].numpy())
+    x = rows[:, 1:3] * rows[:, 3:] + rows[:, :1]
+    model = _started(tn.sbi.posterior_flow(prior, (2,), transformer="affine", num_steps=2,
+                                           hidden_units=(8,), dtype="float64"), rows, x)
+    _perturb(model)
+    # the support step by hand: frac = sigmoid(u0), loc = u1:3, scale = exp(u3)
+    support = model.steps[0]
+    u = support.bijector().forward(rows[:8]).numpy()
+    np.testing.assert_allclose(1 / (1 + np.exp(-u[:, 0])), rows[:8, 0], rtol=1e-10)
+    np.testing.assert_allclose(u[:, 1:3], rows[:8, 1:3], rtol=1e-12)
+    np.testing.assert_allclose(np.exp(u[:, 3]), rows[:8, 3], rtol=1e-10)
+    ildj = support.bijector().forward_log_det_jacobian(rows[:8], 1).numpy()
+    by_hand = -(np.log(rows[:8, 0]) + np.log1p(-rows[:8, 0]) + np.log(rows[:8, 3]))
+    np.testing.assert_allclose(ildj, by_hand, rtol=1e-9)
+    # and the whole flow's density, by autodiff
+    t, c = tf.constant(rows[:8]), tf.constant(x[:8])
+    with tf.GradientTape() as tape:
+        tape.watch(t)
+        z = model.encode(t, context=c)
+    jac = tape.batch_jacobian(z, t).numpy()
+    expect = (-0.5 * (z.numpy() ** 2).sum(1) - 2 * math.log(2 * math.pi)
+              + np.linalg.slogdet(jac)[1])
+    np.testing.assert_allclose(model.log_prob(t, context=c).numpy(), expect, rtol=1e-9)
+
+
+def test_a_joint_prior_whose_support_depends_on_a_part_trains_exports_but_does_not_save(
+        tmp_path):
+    prior = tfd.JointDistributionSequential([
+        tfd.Uniform(np.float32(1), np.float32(2)),
+        lambda upper: tfd.Uniform(np.float32(0), upper)])
+    rows = tn.sbi.flatten_parameters(prior, prior.sample(300, seed=(1, 2)))
+    model = tn.sbi.posterior_flow(prior, (2,), transformer="affine", num_steps=2,
+                                  hidden_units=(8,))
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(rows, rows + 0.1, epochs=1, batch_size=100, verbose=0)
+    draws = model.sample(2000, context=rows[:1] + 0.1, seed=0).numpy()[:, 0]
+    assert ((draws[:, 1] > 0) & (draws[:, 1] < draws[:, 0])).all()  # below its own upper
+    with pytest.raises(NotImplementedError, match="export"):
+        model.save(str(tmp_path / "m.keras"))
+    model.export(str(tmp_path / "saved"))
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    lp = served.signatures["log_prob"](x=tf.constant(rows[:4]),
+                                       context=tf.constant(rows[:4] + 0.1))["log_prob"]
+    np.testing.assert_allclose(lp.numpy(), model.log_prob(rows[:4], context=rows[:4] + 0.1),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_a_posterior_saves_and_loads_with_its_support_and_standardisation(tmp_path):
+    prior = tfd.JointDistributionNamed(dict(
+        rate=tfd.Gamma(np.float32(2), np.float32(1)),
+        box=tfd.Independent(tfd.Uniform(np.float32([0, -3]), np.float32([1, 3])), 1)))
+    rows = tn.sbi.flatten_parameters(prior, prior.sample(500, seed=(1, 2)))
+    x = 100 * rows + 7
+    model = tn.sbi.posterior_flow(prior, (3,), flow="autoregressive", transformer="spline",
+                                  num_steps=2, hidden_units=(8,))
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(rows, x, epochs=1, batch_size=100, verbose=0)
+    path = str(tmp_path / "posterior.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is tn.sbi.PosteriorFlow and not loaded.needs_data_init
+    np.testing.assert_allclose(loaded.observation_mean.numpy(), x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(loaded.log_prob(rows[:5], context=x[:5]),
+                               model.log_prob(rows[:5], context=x[:5]), rtol=1e-6, atol=1e-6)
+    assert isinstance(loaded.steps[0].support, tfb.JointMap)
+
+
+# --- the standardisation -----------------------------------------------------------------
+
+def test_standardisation_comes_from_the_training_pairs():
+    prior = tfd.Independent(tfd.Normal(np.float32([0, 0]), np.float32([1, 1])), 1)
+    theta = prior.sample(1000, seed=(1, 2)).numpy()
+    x = np.concatenate([1e3 * theta + 50, np.full((1000, 1), 3.0, "float32")], axis=1)
+    model = _started(tn.sbi.posterior_flow(prior, (3,), num_steps=1, hidden_units=(4,)),
+                     theta, x)
+    np.testing.assert_allclose(model.observation_mean.numpy(), x.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(model.observation_std.numpy()[:2], x[:, :2].std(0), rtol=1e-4)
+    assert model.observation_std.numpy()[2] == 1.0  # a constant entry is left as it is
+    assert not any("standardize" in w.path for w in model.trainable_weights)
+
+
+def test_units_do_not_matter_log_prob_is_in_the_users_units():
+    """Training on `(a theta + b, c x + d)` gives the same posterior as on `(theta, x)`,
+    moved: log q'(a t + b | c x + d) = log q(t | x) - sum(log a). Without the parameters'
+    or the observations' standardisation, the two trainings differ by O(1) nats. (Keras
+    feeds a conditional flow's arrays in float32, so the offsets stay where float32 holds
+    their spread to about 1e-4.)"""
+    a, b = np.float32([50.0, 0.01]), np.float32([-3.0, 10.0])
+    c, d = np.float32(1e-2), np.float32(5.0)
+    prior = tfd.Independent(tfd.Normal(np.float32([0, 0]), np.float32([1, 1])), 1)
+    moved_prior = tfd.Independent(tfd.Normal(b, a), 1)
+    theta = prior.sample(512, seed=(1, 2)).numpy()
+    x = theta + 0.3 * np.random.default_rng(1).normal(size=theta.shape).astype("float32")
+    out = []
+    for t, o, p in ((theta, x, prior), (a * theta + b, c * x + d, moved_prior)):
+        keras.utils.set_random_seed(0)
+        model = tn.sbi.posterior_flow(p, (2,), transformer="affine", num_steps=2,
+                                      hidden_units=(16,))
+        model.compile(keras.optimizers.SGD(0.05))
+        model.fit(t, o, epochs=3, batch_size=128, shuffle=False, verbose=0)
+        out.append(model.log_prob(t[:20], context=o[:20]).numpy())
+    shift = out[0] - out[0].mean()
+    assert np.abs(shift).max() > 0.1  # the posterior is not flat: the check has teeth
+    np.testing.assert_allclose(out[1], out[0] - np.log(a).sum(), atol=5e-3)
+
+
+# --- the simulations ------------------------------------------------------------------
+
+def test_fit_leaves_out_bad_simulations_and_counts_them():
+    prior = _box()
+    theta = prior.sample(400, seed=(1, 2)).numpy()
+    x = theta.copy()
+    x[:3, 0] = np.nan
+    x[3, 1] = np.inf
+    theta[4] = [5.0, 0.2]  # outside the box
+    model = tn.sbi.posterior_flow(prior, (2,), num_steps=1, hidden_units=(4,))
+    model.compile(keras.optimizers.Adam(1e-3))
+    with pytest.warns(UserWarning, match="left out 5 of 400 simulations"):
+        history = model.fit(theta, x, epochs=1, batch_size=100, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert np.isfinite(model.observation_mean.numpy()).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # clean pairs: nothing to say
+        model.fit(theta[5:], x[5:], epochs=1, batch_size=100, verbose=0)
+    with pytest.raises(ValueError, match="nothing is left to train on"):
+        model.fit(theta[:3], x[:3], epochs=1, verbose=0)
+
+
+def test_bad_choices_have_clear_errors():
+    prior = _box()
+    with pytest.raises(ValueError, match="flow must be one of"):
+        tn.sbi.posterior_flow(prior, (2,), flow="maf")
+    with pytest.raises(ValueError, match="flow='autoregressive'"):
+        tn.sbi.posterior_flow(tfd.Uniform(np.float32(0), np.float32(1)), (2,))
+    with pytest.raises(TypeError, match="tfd.Distribution"):
+        tn.sbi.posterior_flow("normal", (2,))
+    one = tn.sbi.posterior_flow(tfd.Uniform(np.float32(0), np.float32(1)), (2,),
+                                flow="autoregressive", num_steps=1, hidden_units=(4,))
+    assert one.event_shape == (1,)
+    with pytest.raises(ValueError, match="2 parts, but the parameters hold 1"):
+        tn.sbi.flatten_parameters(tfd.JointDistributionSequential(
+            [tfd.Normal(0.0, 1.0), tfd.Normal(0.0, 1.0)]), [np.zeros((3,))])
+
+
+# --- diagnostics on an exact posterior --------------------------------------------------
+
+SIGMA = 0.5
+
+
+class ExactPosterior:
+    """theta ~ N(0, I), x ~ N(theta, SIGMA^2 I): theta | x ~ N(x / (1 + SIGMA^2), s^2 I),
+    s^2 = SIGMA^2 / (1 + SIGMA^2); `scale` and `shift` spoil it on purpose."""
+
+    def __init__(self, scale=1.0, shift=0.0):
+        self.sd = scale * math.sqrt(SIGMA ** 2 / (1 + SIGMA ** 2))
+        self.shift = shift
+
+    def _mean(self, x):
+        return np.asarray(x) / (1 + SIGMA ** 2) + self.shift
+
+    def sample(self, n, context, seed=0):
+        rng = np.random.default_rng(seed)
+        mean = self._mean(context)
+        return mean[None] + self.sd * rng.normal(size=(n,) + mean.shape)
+
+    def log_prob(self, theta, context):
+        z = (np.asarray(theta) - self._mean(context)) / self.sd
+        return (-0.5 * z ** 2 - math.log(self.sd) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def _simulations(n, seed=0):
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(size=(n, 2))
+    return theta, theta + SIGMA * rng.normal(size=(n, 2))
+
+
+def test_sbc_ranks_are_uniform_for_the_exact_posterior_and_not_for_a_narrow_one():
+    theta, x = _simulations(1000)
+    ranks = tn.sbi.sbc_ranks(ExactPosterior(), theta, x, num_posterior_samples=99)
+    assert ranks.shape == (1000, 2) and ranks.min() >= 0 and ranks.max() <= 99
+    assert (tn.sbi.sbc_uniformity(ranks, 99) > 0.01).all()
+    narrow = tn.sbi.sbc_ranks(ExactPosterior(scale=0.7), theta, x, num_posterior_samples=99)
+    assert (tn.sbi.sbc_uniformity(narrow, 99) < 1e-4).all()
+    shifted = tn.sbi.sbc_ranks(ExactPosterior(shift=0.2), theta, x, num_posterior_samples=99)
+    assert (tn.sbi.sbc_uniformity(shifted, 99) < 1e-4).all()
+    with pytest.raises(ValueError, match="ranks must lie in 0..98"):
+        tn.sbi.sbc_uniformity(ranks + 1, 98)
+
+
+def test_plot_sbc_draws_both_kinds(tmp_path):
+    theta, x = _simulations(200)
+    ranks = tn.sbi.sbc_ranks(ExactPosterior(), theta, x, num_posterior_samples=49)
+    for kind in ("ecdf", "hist"):
+        fig = tn.sbi.plot_sbc(ranks, 49, names=["a", "b"], kind=kind,
+                              path=str(tmp_path / f"{kind}.png"))
+        assert len(fig.axes) == 2 and (tmp_path / f"{kind}.png").stat().st_size > 0
+
+
+def test_expected_coverage_is_the_level_for_the_exact_posterior_only():
+    theta, x = _simulations(600, seed=1)
+    levels = (0.2, 0.5, 0.9)
+    exact = tn.sbi.expected_coverage(ExactPosterior(), theta, x, levels,
+                                     num_posterior_samples=500)
+    for level in levels:  # binomial sd of 600 draws: at most 0.02
+        assert exact[level] == pytest.approx(level, abs=0.07)
+    narrow = tn.sbi.expected_coverage(ExactPosterior(scale=0.6), theta, x, levels,
+                                      num_posterior_samples=500)
+    assert all(narrow[level] < level - 0.15 for level in levels[1:])
+    wide = tn.sbi.expected_coverage(ExactPosterior(scale=1.6), theta, x, levels,
+                                    num_posterior_samples=500)
+    assert all(wide[level] > level + 0.05 for level in levels[:2])
+
+
+def test_c2st_is_a_half_for_one_distribution_and_near_one_for_two():
+    rng = np.random.default_rng(0)
+    same = tn.sbi.c2st(rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)))
+    assert same == pytest.approx(0.5, abs=0.05)
+    apart = tn.sbi.c2st(rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)) + 2.0)
+    assert apart > 0.8
+    with pytest.raises(ValueError, match="one D"):
+        tn.sbi.c2st(np.zeros((10, 2)), np.zeros((10, 3)))
