@@ -328,3 +328,81 @@ def test_c2st_is_a_half_for_one_distribution_and_near_one_for_two():
     assert apart > 0.8
     with pytest.raises(ValueError, match="one D"):
         tn.sbi.c2st(np.zeros((10, 2)), np.zeros((10, 3)))
+
+
+# --- summary networks ------------------------------------------------------------------
+
+def test_a_deep_set_ignores_the_members_order_the_padding_and_its_length():
+    rng = np.random.default_rng(0)
+    net = tn.sbi.DeepSet(output_units=3, features=2, member_units=(8, 8), head_units=(8,),
+                         masked=True)
+    members = rng.normal(size=(4, 3, 2)).astype("float32")
+
+    def padded(m, length, fill):
+        rows = np.full((len(m), length, 3), fill, "float32")
+        rows[:, :, 2] = 0.0
+        rows[:, :m.shape[1], :2] = m
+        rows[:, :m.shape[1], 2] = 1.0
+        return rows
+
+    base = net(padded(members, 5, 0.0)).numpy()
+    np.testing.assert_allclose(net(padded(members[:, ::-1], 5, 0.0)).numpy(), base, atol=1e-5)
+    np.testing.assert_allclose(net(padded(members, 9, 7.0)).numpy(), base, atol=1e-5)
+    # a member fewer is another set
+    assert np.abs(net(padded(members[:, :2], 5, 0.0)).numpy() - base).max() > 1e-3
+    with pytest.raises(ValueError, match=r"rows of shape \(max_members, 3\)"):
+        net(np.zeros((2, 4, 2), "float32"))
+
+
+def test_summary_networks_standardise_their_own_input_from_the_members():
+    rng = np.random.default_rng(1)
+    rows = np.zeros((50, 6, 3), "float32")
+    rows[:, :, :2] = rng.normal([10.0, -4.0], [3.0, 0.1], size=(50, 6, 2))
+    rows[:, :4, 2] = 1.0
+    rows[:, 4:, :2] = 1e6  # padding that must not enter the statistics
+    net = tn.sbi.DeepSet(output_units=2, features=2, masked=True)
+    net.adapt(rows)
+    present = rows[:, :4, :2].reshape(-1, 2)
+    np.testing.assert_allclose(net.feature_mean.numpy(), present.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(net.feature_std.numpy(), present.std(0), rtol=1e-4)
+    series = rng.normal([1.0, 100.0], [2.0, 0.5], size=(20, 40, 2)).astype("float32")
+    ts = tn.sbi.TimeSeriesNet(output_units=2, channels=2, filters=(4,))
+    ts.adapt(series)
+    np.testing.assert_allclose(ts.feature_std.numpy(), series.reshape(-1, 2).std(0), rtol=1e-4)
+
+
+def test_a_set_posterior_trains_on_sets_of_varying_size_and_saves(tmp_path):
+    """theta ~ N(0, 1), members ~ N(theta, 1), 1..8 of them: the exact posterior is
+    N(sum / (n + 1), 1 / (n + 1)); a short training gets its mean and its narrowing with n."""
+    rng = np.random.default_rng(0)
+    n_sims, most = 4000, 8
+    theta = rng.normal(size=(n_sims, 1)).astype("float32")
+    sizes = rng.integers(1, most + 1, size=n_sims)
+    rows = np.zeros((n_sims, most, 2), "float32")
+    for i, n in enumerate(sizes):
+        rows[i, :n, 0] = theta[i, 0] + rng.normal(size=n)
+        rows[i, :n, 1] = 1.0
+    prior = tfd.Independent(tfd.Normal(np.float32([0.0]), np.float32([1.0])), 1)
+    keras.utils.set_random_seed(0)
+    net = tn.sbi.DeepSet(output_units=4, features=1, member_units=(32, 32),
+                         head_units=(32,), masked=True)
+    model = tn.sbi.posterior_flow(prior, (most, 2), flow="autoregressive",
+                                  transformer="affine", num_steps=2, hidden_units=(32,),
+                                  embedding=net)
+    model.compile(keras.optimizers.Adam(3e-3))
+    model.fit(theta, rows, epochs=15, batch_size=128, verbose=0)
+    np.testing.assert_allclose(net.feature_mean.numpy(),
+                               rows[rows[..., 1] > 0][:, 0].mean(keepdims=True), rtol=1e-4)
+    for n in (1, 8):
+        observed = np.zeros((1, most, 2), "float32")
+        observed[0, :n, 0] = 0.8
+        observed[0, :n, 1] = 1.0
+        draws = model.sample(4000, context=observed, seed=1).numpy()[:, 0, 0]
+        assert draws.mean() == pytest.approx(0.8 * n / (n + 1), abs=0.15)
+        assert draws.std() == pytest.approx(1 / math.sqrt(n + 1), rel=0.25)
+    path = str(tmp_path / "set.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.log_prob(theta[:4], context=rows[:4]),
+                               model.log_prob(theta[:4], context=rows[:4]), rtol=1e-5,
+                               atol=1e-5)

@@ -33,8 +33,10 @@ class PosteriorFlow(Flow):
     Beside a `Flow`'s behaviour it standardises the observations: with
     `standardize_observations`, each entry of an observation row is centred and scaled by
     the mean and standard deviation of the training rows (set once, by the data-dependent
-    start, and saved with the model) before the embedding and the steps see it; the user
-    gives and gets everything in the original units. `fit` leaves out the simulations
+    start, and saved with the model) before the embedding and the steps see it, or, when
+    the embedding has an `adapt(rows)` method (`DeepSet`, `TimeSeriesNet`), the embedding
+    standardises its own input instead (per feature, keeping its symmetry); the user gives
+    and gets everything in the original units. `fit` leaves out the simulations
     whose observations or parameters hold NaN or inf, and those whose parameters lie
     outside the prior's support, with a warning that counts them (an error when none
     remain).
@@ -58,21 +60,33 @@ class PosteriorFlow(Flow):
 
     # --- the observations' standardisation ------------------------------------------------
 
+    @property
+    def embedding_standardises(self) -> bool:
+        """Whether the embedding standardises its own input (it has an `adapt(rows)`
+        method, as `DeepSet` and `TimeSeriesNet` do): the data-dependent start then calls
+        it in place of the per-entry standardisation."""
+        return self.embedding is not None and callable(getattr(self.embedding, "adapt", None))
+
     def _embed(self, c):
-        if c is not None and self.standardize_observations:
+        if c is not None and self.standardize_observations and not self.embedding_standardises:
             c = (c - tf.cast(self.observation_mean, c.dtype)) / tf.cast(
                 self.observation_std, c.dtype)
         return super()._embed(c)
 
     def initialize_from_data(self, x: Any, context: Any = None) -> None:
-        """Sets the observations' mean and spread from the context rows (when
-        `standardize_observations`), then runs `Flow.initialize_from_data`."""
+        """Sets the observations' standardisation from the context rows (when
+        `standardize_observations`: the embedding's own `adapt`, or a mean and standard
+        deviation per entry), then runs `Flow.initialize_from_data`."""
         if self.standardize_observations and context is not None:
-            rows = np.asarray(context, np.float64).reshape((-1, *(self.context_shape or ())))
-            mean, std = rows.mean(axis=0), rows.std(axis=0)
-            std = np.where(std > 0, std, 1.0)  # an entry constant over the rows stays put
-            self.observation_mean.assign(mean.astype(self.flow_dtype))
-            self.observation_std.assign(std.astype(self.flow_dtype))
+            if self.embedding is not None and self.embedding_standardises:
+                self.embedding.adapt(np.asarray(context))
+            else:
+                rows = np.asarray(context, np.float64).reshape(
+                    (-1, *(self.context_shape or ())))
+                mean, std = rows.mean(axis=0), rows.std(axis=0)
+                std = np.where(std > 0, std, 1.0)  # an entry constant over the rows stays put
+                self.observation_mean.assign(mean.astype(self.flow_dtype))
+                self.observation_std.assign(std.astype(self.flow_dtype))
         super().initialize_from_data(x, context)
 
     # --- the simulations --------------------------------------------------------------------
@@ -192,8 +206,9 @@ def posterior_flow(prior: tfp.distributions.Distribution, observation_shape: Seq
       transformer: the elementwise map of each step.
       num_steps: the number of coupling or autoregressive steps.
       hidden_units: each step's network's hidden layers.
-      embedding: a Keras layer (a summary network) mapping the standardised observation
-        rows to what the steps are conditioned on, trained with the flow.
+      embedding: a Keras layer (a summary network: `tn.sbi.DeepSet` for sets of i.i.d.
+        observations, `tn.sbi.TimeSeriesNet` for series, or one's own) mapping the
+        observation rows to what the steps are conditioned on, trained with the flow.
       standardize: standardise the parameters and the observations from the training
         pairs.
       seed: the seed of the permutations and of the rows of the data-dependent start.
