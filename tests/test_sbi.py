@@ -406,3 +406,47 @@ def test_a_set_posterior_trains_on_sets_of_varying_size_and_saves(tmp_path):
     np.testing.assert_allclose(loaded.log_prob(theta[:4], context=rows[:4]),
                                model.log_prob(theta[:4], context=rows[:4]), rtol=1e-5,
                                atol=1e-5)
+
+
+# --- the set example's reference ----------------------------------------------------------
+
+def _example(name):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    if not path.is_file():
+        pytest.skip(f"examples/{name}.py is not here")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_set_examples_exact_posterior_is_prior_times_likelihood_normalised():
+    """The Normal-Inverse-Gamma update against the prior (TFP's joint log-density) times
+    the normal likelihood of the set, normalised on a grid."""
+    ex = _example("sbi_normal_sets")
+    rng = np.random.default_rng(3)
+    theta, sets = ex.simulate(3, rng)
+    post = ex.exact_posterior(sets)
+    s2 = np.linspace(0.02, 12.0, 500)
+    mu = np.linspace(-8.0, 8.0, 500)
+    grid_s2, grid_mu = np.meshgrid(s2, mu, indexing="ij")
+    cell = (s2[1] - s2[0]) * (mu[1] - mu[0])
+    for i in range(3):
+        members = sets[i, sets[i, :, 1] > 0.5, 0].astype(np.float64)
+        log_prior = ex.PRIOR.log_prob([grid_s2.astype("float32"),
+                                       grid_mu.astype("float32")]).numpy().astype(np.float64)
+        log_lik = sum(-0.5 * np.log(2 * np.pi * grid_s2) - (v - grid_mu) ** 2 / (2 * grid_s2)
+                      for v in members)
+        unnorm = np.exp(log_prior + log_lik - (log_prior + log_lik).max())
+        by_grid = unnorm / (unnorm.sum() * cell)
+        exact = np.exp(ex.exact_log_prob(np.stack([grid_s2, grid_mu], -1),
+                                         *(p[i] for p in post)))
+        assert exact.sum() * cell == pytest.approx(1.0, abs=0.02)
+        assert np.abs(exact - by_grid).max() < 0.02 * exact.max()
+        draws = ex.exact_draws(20000, *(p[[i]] for p in post), rng)[:, 0]
+        np.testing.assert_allclose(draws.mean(0), [
+            (grid_s2 * exact).sum() * cell, (grid_mu * exact).sum() * cell], rtol=0.05,
+            atol=0.03)

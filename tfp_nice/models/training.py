@@ -125,7 +125,9 @@ class AveragedEarlyStopping(keras.callbacks.Callback):
 
     Args:
       x_val: validation examples (an array of the model's event shape, or a
-        `tf.data.Dataset` of batches).
+        `tf.data.Dataset` of batches); for a conditional flow the pair
+        `(x_val, c_val)` of examples and their context rows (for a posterior
+        flow, `(theta_val, x_val)`), or a dataset of `(x, c)` batches.
       patience: epochs without a lower validation NLL before training stops
         (an int >= 0).
       batch_size: batch size for scoring an array `x_val`.
