@@ -90,6 +90,10 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, mirrored_strategy):
     assert not namespace["maf"].steps[0].inverse and namespace["iaf"].steps[0].inverse
     assert out.getvalue().count("(3, 2)\n") >= 2  # a MAF's and an IAF's samples
     assert namespace["h"].shape == (5, 6)
+    sbi_draws = namespace["sbi_draws"].numpy()  # the posterior's draws stay in the prior's box
+    assert sbi_draws.shape == (1000, 2) and np.all(np.abs(sbi_draws) < 2.0)
+    assert np.isfinite(namespace["log_q"].numpy()).all()
+    assert (tmp_path / "posterior.keras").is_file()
     assert "[0.3 0.3 0.3]" in out.getvalue()
     assert "'bits_per_dim'" in out.getvalue()
     assert namespace["samples"].shape == (16, 64)

@@ -104,8 +104,8 @@ class PosteriorFlow(Flow):
         if isinstance(first, SupportStep):
             inside = np.zeros(rows, bool)
             for start in range(0, rows, 65536):
-                chunk = theta[start:start + 65536]
-                u = first.bijector().forward(np.nan_to_num(chunk))
+                chunk = tf.cast(np.nan_to_num(theta[start:start + 65536]), self.flow_dtype)
+                u = first.bijector().forward(chunk)
                 inside[start:start + 65536] = np.isfinite(
                     keras.ops.convert_to_numpy(u)).all(axis=1)
             keep &= inside

@@ -1,0 +1,207 @@
+"""Neural posterior estimation on sbibm tasks: `tn.sbi.posterior_flow` beside the `sbi`
+package's default NPE, on the same simulations, scored by C2ST against sbibm's reference
+posteriors (0.5 is perfect), with training seconds.
+
+    python benchmarks/sbibm_run.py                                   # every task and budget
+    python benchmarks/sbibm_run.py --tasks two_moons --budgets 1000 --observations 2
+    python benchmarks/sbibm_run.py --quick                           # a smoke run
+
+Each (task, budget, method) trains once on simulations drawn with a fixed seed (the same
+pairs for both methods), samples 10,000 draws per observation and scores them with
+`tn.sbi.c2st` (sbibm's protocol) against the 10,000 reference samples. Results are cached
+in `runs/sbibm/results.json` as they finish, so the run resumes where it stopped;
+`--report` prints the table from the cache. Methods:
+
+* `tfp_nice`: `tn.sbi.posterior_flow(prior, (dim_x,), flow=..., transformer=...)` (default
+  spline couplings, 5 steps of 2x50), Adam(5e-4), batch 200, 10% of the pairs held out for
+  early stopping (patience 20 epochs, the best weights restored): `sbi`'s training
+  defaults.
+* `tfp_nice_maf`, `tfp_nice_arspline`: the same with `flow="autoregressive"` and affine or
+  spline transformers.
+* `sbi`: `sbi.inference.NPE` with its default density estimator (a MAF of 5 transforms of
+  2x50), trained with its defaults (needs the `bench` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import sbibm_tasks  # noqa: E402
+
+CACHE = HERE.parent / "runs" / "sbibm" / "results.json"
+METHODS = ("tfp_nice", "tfp_nice_maf", "tfp_nice_arspline", "sbi")
+BUDGETS = (1000, 10000, 100000)
+PUBLISHED_NPE_1E4 = {"two_moons": 0.606, "slcp": 0.901, "gaussian_linear_uniform": 0.553,
+                     "bernoulli_glm": 0.678}
+PUBLISHED_SNPE_1E4 = {"two_moons": 0.554, "slcp": 0.845, "gaussian_linear_uniform": 0.527,
+                      "bernoulli_glm": 0.614}
+
+
+def simulations(task, budget, seed=0):
+    rng = np.random.default_rng(seed + budget)
+    theta = sbibm_tasks.sample_prior(task, budget, rng)
+    return theta, sbibm_tasks.simulate(task, theta, rng)
+
+
+def train_tfp_nice(task, theta, x, flow, transformer, max_epochs, seed=0):
+    import keras
+
+    import tfp_nice as tn
+
+    keras.utils.set_random_seed(seed)
+    model = tn.sbi.posterior_flow(sbibm_tasks.prior(task), (x.shape[1],), flow=flow,
+                                  transformer=transformer, num_steps=5, hidden_units=(50, 50),
+                                  seed=seed)
+    model.compile(keras.optimizers.Adam(5e-4))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(theta))
+    held = max(1, len(theta) // 10)
+    val, fit = order[:held], order[held:]
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=20,
+                                         restore_best_weights=True)
+    start = time.perf_counter()
+    history = model.fit(theta[fit], x[fit], validation_data=(theta[val], x[val]),
+                        epochs=max_epochs, batch_size=200, callbacks=[stop], verbose=0)
+    seconds = time.perf_counter() - start
+
+    def sample(x_o, n, seed):
+        return model.sample(n, context=x_o, seed=seed).numpy()[:, 0]
+
+    return sample, seconds, len(history.history["loss"])
+
+
+def train_sbi(task, theta, x, max_epochs, seed=0):
+    import torch
+    from sbi.inference import NPE
+    from sbi.utils import BoxUniform
+
+    torch.manual_seed(seed)
+    if task == "bernoulli_glm":
+        cov = np.linalg.inv(sbibm_tasks._glm_prior_precision())
+        prior = torch.distributions.MultivariateNormal(torch.zeros(10),
+                                                       torch.tensor(cov, dtype=torch.float32))
+    else:
+        bound = 3.0 if task == "slcp" else 1.0
+        prior = BoxUniform(-bound * torch.ones(theta.shape[1]),
+                           bound * torch.ones(theta.shape[1]))
+    inference = NPE(prior=prior)
+    start = time.perf_counter()
+    inference.append_simulations(torch.tensor(theta), torch.tensor(x)).train(
+        max_num_epochs=max_epochs, show_train_summary=False)
+    seconds = time.perf_counter() - start
+    posterior = inference.build_posterior()
+
+    def sample(x_o, n, seed):
+        torch.manual_seed(seed)
+        return posterior.sample((n,), x=torch.tensor(x_o[0]), show_progress_bars=False).numpy()
+
+    epochs = len(inference.summary["training_loss"]) if hasattr(inference, "summary") else None
+    return sample, seconds, epochs
+
+
+def run_one(task, budget, method, observations, num_samples, max_epochs, wheel):
+    theta, x = simulations(task, budget)
+    if method == "sbi":
+        sample, seconds, epochs = train_sbi(task, theta, x, max_epochs)
+    else:
+        flow, transformer = {"tfp_nice": ("coupling", "spline"),
+                             "tfp_nice_maf": ("autoregressive", "affine"),
+                             "tfp_nice_arspline": ("autoregressive", "spline")}[method]
+        sample, seconds, epochs = train_tfp_nice(task, theta, x, flow, transformer, max_epochs)
+    import tfp_nice as tn
+
+    scores = []
+    for number in observations:
+        x_o = sbibm_tasks.observation(task, number, wheel)
+        reference = sbibm_tasks.reference_samples(task, number, wheel)[:num_samples]
+        draws = sample(x_o, num_samples, number)
+        scores.append(tn.sbi.c2st(draws, reference))
+    return {"task": task, "budget": budget, "method": method, "train_seconds": seconds,
+            "epochs": epochs, "c2st": scores, "c2st_mean": float(np.mean(scores)),
+            "observations": list(observations), "num_samples": num_samples,
+            "when": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def load(path):
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def report(results):
+    lines = ["| task | budget | method | mean C2ST | seconds | epochs |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for key in sorted(results, key=lambda k: (results[k]["task"], results[k]["budget"],
+                                              results[k]["method"])):
+        r = results[key]
+        lines.append(f"| {r['task']} | {r['budget']} | {r['method']} | {r['c2st_mean']:.3f} "
+                     f"| {r['train_seconds']:.0f} | {r['epochs']} |")
+    lines.append("")
+    lines.append("Published at 10^4 (sbibm): NPE " + ", ".join(
+        f"{t} {v}" for t, v in PUBLISHED_NPE_1E4.items()) + "; SNPE (10 rounds) " + ", ".join(
+        f"{t} {v}" for t, v in PUBLISHED_SNPE_1E4.items()) + ".")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(sbibm_tasks.TASKS))
+    parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    parser.add_argument("--methods", default="tfp_nice,sbi")
+    parser.add_argument("--observations", type=int, default=10, help="the first N of 10")
+    parser.add_argument("--samples", type=int, default=10000)
+    parser.add_argument("--max-epochs", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="tiny settings, no cache")
+    parser.add_argument("--report", action="store_true", help="print the cached table")
+    parser.add_argument("--cache", default=str(CACHE))
+    parser.add_argument("--wheel", default=None, help="a local sbibm 1.1.0 wheel")
+    args = parser.parse_args(argv)
+    cache = pathlib.Path(args.cache)
+    results = load(cache)
+    if args.report:
+        print(report(results))
+        return results
+    wheel = pathlib.Path(args.wheel) if args.wheel else None
+    if args.quick:
+        tasks, budgets, methods = ["two_moons"], [500], ["tfp_nice"]
+        observations, samples, epochs = [1], 500, 2
+    else:
+        tasks = args.tasks.split(",")
+        budgets = [int(b) for b in args.budgets.split(",")]
+        methods = args.methods.split(",")
+        observations, samples, epochs = (list(range(1, args.observations + 1)), args.samples,
+                                         args.max_epochs)
+    for name in methods:
+        if name not in METHODS:
+            parser.error(f"unknown method {name!r}; one of {METHODS}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+          flush=True)
+    for task in tasks:
+        for budget in budgets:
+            for method in methods:
+                key = f"{task}/{budget}/{method}"
+                if key in results and not args.quick:
+                    continue
+                r = run_one(task, budget, method, observations, samples, epochs, wheel)
+                print(f"{key}: C2ST {r['c2st_mean']:.3f} in {r['train_seconds']:.0f} s "
+                      f"({r['epochs']} epochs)", flush=True)
+                if not args.quick:
+                    results[key] = r
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = cache.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(results, indent=1))
+                    tmp.replace(cache)
+    print(report(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
