@@ -10,7 +10,9 @@ The check: for every task and observation, the simulator run on the reference po
 samples (the posterior predictive) must hold the observation inside its bulk (the quantile
 of its distance from the predictive's mean among the predictive's own, not near 1), and
 bernoulli_glm's summary of the raw spikes that ship with an observation must equal the
-observation; a simulator with a wrong sign, scale or summary fails it (see `check`).
+observation. It catches a simulator that puts the observations elsewhere (a wrong sign or
+rotation); a noise scale off by a factor leaves the observation inside the bulk, so it is
+not yet a check of the scales.
 """
 
 from __future__ import annotations
