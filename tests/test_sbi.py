@@ -450,3 +450,21 @@ def test_the_set_examples_exact_posterior_is_prior_times_likelihood_normalised()
         np.testing.assert_allclose(draws.mean(0), [
             (grid_s2 * exact).sum() * cell, (grid_mu * exact).sum() * cell], rtol=0.05,
             atol=0.03)
+
+
+def test_a_standardize_step_standardises_any_scale_exactly_and_is_not_trained():
+    """Against NumPy: entries of spread 1e-5 and 1e3 come out with unit spread (an additive
+    guard on the variance, as ActNorm's start has, would leave the first near 0.1); a
+    constant entry keeps scale 1; the log-det is -sum(log std)."""
+    rng = np.random.default_rng(0)
+    h = np.stack([5.0 + 1e-5 * rng.normal(size=500), np.full(500, 2.0),
+                  1e3 * rng.normal(size=500)], axis=1)
+    step = tn.StandardizeStep((3,), dtype="float64")
+    out = step.adapt(h).numpy()
+    std = h.std(0)
+    np.testing.assert_allclose(out[:, [0, 2]].std(0), [1.0, 1.0], rtol=1e-9)
+    np.testing.assert_allclose(out.mean(0), [0.0, 0.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(out[:, 1], 0.0, atol=1e-12)
+    np.testing.assert_allclose(step.bijector().forward_log_det_jacobian(h[:4], 1).numpy(),
+                               -np.log(std[[0, 2]]).sum(), rtol=1e-9)
+    assert step.trainable_weights == []

@@ -95,12 +95,22 @@ def bijector_from_config(config: dict[str, Any]) -> tfp.bijectors.Bijector:
 
 # --- the prior's parts as flat rows -----------------------------------------------------
 
+def _is_structured(prior):
+    return not isinstance(prior.event_shape, tf.TensorShape)
+
+
+def _split_rows(rows, shapes, structure):
+    """Flat rows `(..., D)` as parts of `shapes`, packed as `structure` (`None`: one part)."""
+    parts = tf.split(rows, [math.prod(s) for s in shapes], axis=-1)
+    parts = [tf.reshape(p, tf.concat([tf.shape(p)[:-1], s], 0)) for p, s in zip(parts, shapes)]
+    return parts[0] if structure is None else tf.nest.pack_sequence_as(structure, parts)
+
+
 def parameter_layout(prior: tfp.distributions.Distribution) -> list[tuple[int, ...]]:
     """The event shapes of the prior's parts, in `tf.nest.flatten` order (one part for a
     prior with a single event)."""
-    shapes = tf.nest.flatten(prior.event_shape,
-                             expand_composites=False) if not isinstance(
-        prior.event_shape, tf.TensorShape) else [prior.event_shape]
+    shapes = tf.nest.flatten(prior.event_shape) if _is_structured(prior) else [
+        prior.event_shape]
     layout = []
     for shape in shapes:
         shape = tf.TensorShape(shape)
@@ -108,10 +118,6 @@ def parameter_layout(prior: tfp.distributions.Distribution) -> list[tuple[int, .
             raise ValueError(f"the prior's event shape {prior.event_shape} is not fully known.")
         layout.append(tuple(int(d) for d in shape))
     return layout
-
-
-def _is_structured(prior):
-    return not isinstance(prior.event_shape, tf.TensorShape)
 
 
 def flatten_parameters(prior: tfp.distributions.Distribution, theta: Any) -> np.ndarray:
@@ -134,15 +140,8 @@ def flatten_parameters(prior: tfp.distributions.Distribution, theta: Any) -> np.
 
 def unflatten_parameters(prior: tfp.distributions.Distribution, rows: Any) -> Any:
     """Flat rows `(..., D)` back in the prior's structure."""
-    layout = parameter_layout(prior)
-    rows = tf.convert_to_tensor(rows)
-    sizes = [math.prod(shape) for shape in layout]
-    parts = tf.split(rows, sizes, axis=-1)
-    parts = [tf.reshape(p, tf.concat([tf.shape(p)[:-1], shape], 0))
-             for p, shape in zip(parts, layout)]
-    if not _is_structured(prior):
-        return parts[0]
-    return tf.nest.pack_sequence_as(prior.event_shape, parts)
+    return _split_rows(tf.convert_to_tensor(rows), parameter_layout(prior),
+                       prior.event_shape if _is_structured(prior) else None)
 
 
 def prior_support(prior: tfp.distributions.Distribution) -> tfp.bijectors.Bijector:
@@ -206,12 +205,7 @@ class FlatSupport(tfp.bijectors.Bijector):
         return sum(math.prod(s) for s in self._layout)
 
     def _split(self, rows, shapes):
-        sizes = [math.prod(s) for s in shapes]
-        parts = tf.split(rows, sizes, axis=-1)
-        parts = [tf.reshape(p, tf.concat([tf.shape(p)[:-1], s], 0))
-                 for p, s in zip(parts, shapes)]
-        return parts[0] if self._structure is None else tf.nest.pack_sequence_as(
-            self._structure, parts)
+        return _split_rows(rows, shapes, self._structure)
 
     def _join(self, parts, shapes):
         flat = [parts] if self._structure is None else tf.nest.flatten(parts)
