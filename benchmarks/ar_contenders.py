@@ -33,11 +33,12 @@ def tn_maf(d, hidden, steps, inverse=False):
                    prior="normal")
 
 
-def tn_fit(x, d, hidden, steps, batch):
-    """`tn.Flow` of `tn.autoregressive_steps` trained by `model.fit`, one epoch per call."""
+def tn_fit(x, d, hidden, steps, batch, steps_per_execution=1):
+    """`tn.Flow` of `tn.autoregressive_steps` trained by `model.fit`, one epoch per call
+    (with `steps_per_execution > 1`, Keras runs that many steps per call into the graph)."""
     keras.utils.set_random_seed(0)
     model = tn_maf(d, hidden, steps)
-    model.compile(keras.optimizers.Adam(1e-3))
+    model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution)
     model.fit(x[:batch], epochs=1, batch_size=batch, verbose=0)  # traced
     return lambda: model.fit(x, epochs=1, batch_size=batch, verbose=0, shuffle=False)
 

@@ -334,7 +334,10 @@ def task_maf(d, hidden, steps, batch, n_batches, rounds, torch=True):
 
     x = _data(d, batch * n_batches) * 2 - 1
     batches = [tf.constant(x[i * batch:(i + 1) * batch]) for i in range(n_batches)]
+    spe = min(20, n_batches)
     train = {"tn.Flow.fit": c.tn_fit(x, d, hidden, steps, batch),
+             f"tn.Flow.fit, steps_per_execution={spe}": c.tn_fit(x, d, hidden, steps, batch,
+                                                                 steps_per_execution=spe),
              "tn flow, raw step": c.tn_raw_step(batches, d, hidden, steps),
              "TFP MAF, raw step": c.tfp_train(batches, d, hidden, steps)}
     maf, tfp_maf = c.tn_maf(d, hidden, steps), c.tfp_flow(d, hidden, steps)
