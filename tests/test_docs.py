@@ -94,6 +94,11 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, mirrored_strategy):
     assert sbi_draws.shape == (1000, 2) and np.all(np.abs(sbi_draws) < 2.0)
     assert np.isfinite(namespace["log_q"].numpy()).all()
     assert (tmp_path / "posterior.keras").is_file()
+    vi_draws = namespace["vi_draws"]  # the surrogate's draws in the model's parts
+    assert sorted(vi_draws) == ["mu", "tau", "z"] and vi_draws["z"].shape == (2000, 8)
+    assert np.all(vi_draws["tau"].numpy() > 0)
+    assert np.isfinite(namespace["losses"].numpy()).all()
+    assert (tmp_path / "surrogate.keras").is_file()
     assert "[0.3 0.3 0.3]" in out.getvalue()
     assert "'bits_per_dim'" in out.getvalue()
     assert namespace["samples"].shape == (16, 64)

@@ -468,3 +468,20 @@ def test_a_standardize_step_standardises_any_scale_exactly_and_is_not_trained():
     np.testing.assert_allclose(step.bijector().forward_log_det_jacobian(h[:4], 1).numpy(),
                                -np.log(std[[0, 2]]).sum(), rtol=1e-9)
     assert step.trainable_weights == []
+
+
+def test_a_joint_prior_with_sample_parts_has_a_saveable_support_equal_to_tfps():
+    """`tfd.Sample` of an elementwise-supported distribution is recorded as that public
+    bijector; the map and log-det stay TFP's own."""
+    prior = tfd.JointDistributionNamed(dict(a=tfd.Sample(tfd.HalfNormal(1.0), 3),
+                                            b=tfd.Normal(0.0, 1.0)))
+    ours = tn.sbi.prior_support(prior)
+    tn.sbi.support.bijector_config(ours)  # raised NotImplementedError before
+    theirs = prior.experimental_default_event_space_bijector()
+    rng = np.random.default_rng(0)
+    u = {"a": rng.normal(size=(4, 3)).astype("float32"),
+         "b": rng.normal(size=(4,)).astype("float32")}
+    for key in u:
+        np.testing.assert_allclose(ours.forward(u)[key], theirs.forward(u)[key], rtol=1e-6)
+    np.testing.assert_allclose(ours.forward_log_det_jacobian(u, {"a": 1, "b": 0}),
+                               theirs.forward_log_det_jacobian(u), rtol=1e-5)

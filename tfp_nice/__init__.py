@@ -65,18 +65,19 @@ _NAMES = {
     "SqueezeStep": "tfp_nice.steps",
     "StandardizeStep": "tfp_nice.steps",
     "autoregressive_steps": "tfp_nice.steps",
+    "coupling_steps": "tfp_nice.steps",
     "multiscale_steps": "tfp_nice.steps",
     "Additive": "tfp_nice.transformers",
     "Affine": "tfp_nice.transformers",
     "Spline": "tfp_nice.transformers",
     "Transformer": "tfp_nice.transformers",
 }
-_SUBPACKAGES = ("data", "presets", "sbi", "transformers")
+_SUBPACKAGES = ("data", "presets", "sbi", "transformers", "vi")
 
 __all__ = sorted([*_NAMES, *_SUBPACKAGES, "__version__"])
 
 if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
-    from tfp_nice import data, presets, sbi, transformers
+    from tfp_nice import data, presets, sbi, transformers, vi
     from tfp_nice.bijectors import (
         PARTITIONS,
         ActNorm,
@@ -125,6 +126,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API reference) see
         SqueezeStep,
         StandardizeStep,
         autoregressive_steps,
+        coupling_steps,
         multiscale_steps,
     )
     from tfp_nice.transformers import Additive, Affine, Spline, Transformer

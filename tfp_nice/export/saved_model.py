@@ -199,6 +199,17 @@ class _Server(tf.Module):
                 "context_shape": tf.constant(meta["context_shape"] or [], tf.int64),
             }
 
+        part_names = getattr(model, "part_names", None)
+        if part_names is not None and context_shape is None:
+            # A surrogate of a structured target (tn.vi): its draws in the target's parts.
+            @tf.function(input_signature=sample_specs)
+            def sample_parts(num_samples, temperature, seed):
+                with tf.control_dependencies(sample_checks(num_samples, temperature)):
+                    stateless = stateless_seed(seed)
+                rows = model.sample(num_samples, temperature, stateless)
+                return dict(zip(part_names, tf.nest.flatten(model.unflatten(rows))))
+
+            self.sample_parts = sample_parts
         self.log_prob = log_prob
         self.encode = encode
         self.decode = decode
@@ -212,6 +223,8 @@ class _Server(tf.Module):
             "decode": decode,
             "metadata": metadata,
         }
+        if part_names is not None and context_shape is None:
+            self.signature_map["sample_parts"] = sample_parts
 
 
 def export_saved_model(model: Any, path: str | os.PathLike, overwrite: bool = False) -> dict:
@@ -225,6 +238,9 @@ def export_saved_model(model: Any, path: str | os.PathLike, overwrite: bool = Fa
       fresh ones) -> `x [num_samples, *E]`;
     * `encode` (data -> latent, NICE's `f`): `x` -> `z [None, *L]` (`L` the
       latent shape, the last step's output shape); `decode`: `z` -> `x`;
+    * `sample_parts` (a `tn.vi` surrogate of a structured target): as `sample`, ->
+      the draws in the target's parts, one output per part (its name; `part_<i>` for a
+      list's, `x` for a target with one event);
     * `metadata`: no input -> event shape, latent shape, dtype, prior, package version,
       `num_levels` (0 for continuous data) and the bits/dim constants:
       `bits/dim = (nll + bits_per_dim_offset_nats) * bits_per_dim_scale`,

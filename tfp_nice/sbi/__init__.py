@@ -19,10 +19,11 @@ from tfp_nice.sbi.support import (
     SupportStep,
     flatten_parameters,
     parameter_layout,
+    part_support,
     prior_support,
     unflatten_parameters,
 )
 
 __all__ = ["FLOWS", "POOLINGS", "DeepSet", "FlatSupport", "PosteriorFlow", "SupportStep", "c2st", "expected_coverage",
-           "flatten_parameters", "parameter_layout", "plot_sbc", "posterior_flow",
+           "flatten_parameters", "parameter_layout", "part_support", "plot_sbc", "posterior_flow",
            "prior_support", "sbc_ranks", "sbc_uniformity", "TimeSeriesNet", "unflatten_parameters"]

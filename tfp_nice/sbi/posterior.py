@@ -11,11 +11,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_nice.bijectors import partition_mask, random_permutation
 from tfp_nice.models import Flow
 from tfp_nice.models._context import embedded_shape
 from tfp_nice.sbi.support import SupportStep, parameter_layout, prior_support
-from tfp_nice.steps import CouplingStep, PermutationStep, StandardizeStep, autoregressive_steps
+from tfp_nice.steps import StandardizeStep, autoregressive_steps, coupling_steps
 from tfp_nice.transformers import Transformer
 
 tfd = tfp.distributions
@@ -149,25 +148,6 @@ class PosteriorFlow(Flow):
                 "standardize_observations": self.standardize_observations}
 
 
-def _coupling_steps(size, transformer, num_steps, hidden_units, context_shape, seed, dtype,
-                    step_kwargs):
-    if size < 2:
-        raise ValueError("a coupling flow needs at least 2 unconstrained parameters (one "
-                         "is conditioned on the other); for one parameter use "
-                         "flow='autoregressive'.")
-    mask = partition_mask("halves", (size,))
-    steps: list[Any] = []
-    for k in range(num_steps):
-        steps.append(CouplingStep((size,), mask if k % 2 == 0 else ~mask,
-                                  hidden_units=hidden_units, transformer=transformer,
-                                  context_shape=context_shape, name=f"coupling_{k}",
-                                  dtype=dtype, **step_kwargs))
-        if size > 2 and k % 2 == 1 and k < num_steps - 1:
-            steps.append(PermutationStep((size,), random_permutation(size, seed + k),
-                                         name=f"permutation_{k}", dtype=dtype))
-    return steps
-
-
 def posterior_flow(prior: tfp.distributions.Distribution, observation_shape: Sequence[int],
                    flow: str = "coupling", transformer: str | Transformer = "spline",
                    num_steps: int = 5, hidden_units: Sequence[int] = (50, 50),
@@ -258,8 +238,13 @@ def posterior_flow(prior: tfp.distributions.Distribution, observation_shape: Seq
     flow_dtype = policy.variable_dtype if policy is not None else keras.config.floatx()
     context_shape = embedded_shape(embedding, observation_shape, flow_dtype, "posterior_flow")
     if flow == "coupling":
-        steps += _coupling_steps(size, transformer, num_steps, hidden_units, context_shape,
-                                 seed, dtype, step_kwargs)
+        if size < 2:
+            raise ValueError("a coupling flow needs at least 2 unconstrained parameters (one "
+                             "is conditioned on the other); for one parameter use "
+                             "flow='autoregressive'.")
+        steps += coupling_steps((size,), num_steps=num_steps, transformer=transformer,
+                                hidden_units=hidden_units, context_shape=context_shape,
+                                seed=seed, dtype=dtype, **step_kwargs)
     else:
         steps += autoregressive_steps((size,), num_steps=num_steps, transformer=transformer,
                                       hidden_units=hidden_units, context_shape=context_shape,

@@ -24,7 +24,7 @@ tfb = tfp.bijectors
 tfd = tfp.distributions
 
 __all__ = ["FlatSupport", "SupportStep", "bijector_config", "bijector_from_config",
-           "flatten_parameters", "parameter_layout", "prior_support", "unflatten_parameters"]
+           "flatten_parameters", "parameter_layout", "part_support", "prior_support", "unflatten_parameters"]
 
 
 # --- a bijector's config ----------------------------------------------------------------
@@ -144,6 +144,23 @@ def unflatten_parameters(prior: tfp.distributions.Distribution, rows: Any) -> An
                        prior.event_shape if _is_structured(prior) else None)
 
 
+def part_support(dist: tfp.distributions.Distribution) -> tfp.bijectors.Bijector:
+    """A distribution's default event-space bijector, with `tfd.Sample` and
+    `tfd.Independent` over a distribution whose bijector acts entry by entry replaced by
+    that bijector (the same map and log-det over the event, but a public class that
+    `bijector_config` can record)."""
+    bijector = dist.experimental_default_event_space_bijector()
+    inner = dist
+    while isinstance(inner, (tfd.Sample, tfd.Independent)):
+        inner = inner.distribution
+    if inner is not dist and bijector is not None:
+        elementwise = inner.experimental_default_event_space_bijector()
+        if (elementwise is not None and elementwise.forward_min_event_ndims == 0
+                and getattr(tfb, type(elementwise).__name__, None) is type(elementwise)):
+            return elementwise
+    return bijector
+
+
 def prior_support(prior: tfp.distributions.Distribution) -> tfp.bijectors.Bijector:
     """The prior's default event-space bijector, made a constant one where the prior is a
     joint distribution whose parts' supports do not depend on one another (so that it can
@@ -158,9 +175,8 @@ def prior_support(prior: tfp.distributions.Distribution) -> tfp.bijectors.Biject
     for seed in ((1, 2), (3, 4)):
         dists, _ = prior.sample_distributions(seed=seed)
         parts = tf.nest.map_structure(
-            lambda d: d.experimental_default_event_space_bijector(), dists,
-            check_types=False) if isinstance(dists, dict) else [
-            d.experimental_default_event_space_bijector() for d in dists]
+            part_support, dists, check_types=False) if isinstance(dists, dict) else [
+            part_support(d) for d in dists]
         try:
             config = tf.nest.map_structure(bijector_config, parts)
         except NotImplementedError:

@@ -6,7 +6,7 @@ their steps, `multiscale` the layout of a multi-scale image flow.
 
 from tfp_nice.steps.autoregressive import AutoregressiveStep, autoregressive_steps
 from tfp_nice.steps.base import FlowStep, check_chain, walk
-from tfp_nice.steps.coupling import CouplingStep
+from tfp_nice.steps.coupling import CouplingStep, coupling_steps
 from tfp_nice.steps.factor_out import FactorOutStep
 from tfp_nice.steps.logit import LogitStep, check_logit_alpha
 from tfp_nice.steps.multiscale import multiscale_steps
@@ -18,4 +18,4 @@ from tfp_nice.steps.squeeze import SqueezeStep
 __all__ = ["PERMUTATIONS", "ActNormStep", "AutoregressiveStep", "Conv1x1Step", "CouplingStep",
            "FactorOutStep", "FlowStep", "LULinearStep", "LogitStep", "PermutationStep",
            "RescalingStep", "SqueezeStep", "StandardizeStep", "autoregressive_steps", "build_steps", "check_chain",
-           "check_logit_alpha", "multiscale_steps", "walk"]
+           "check_logit_alpha", "coupling_steps", "multiscale_steps", "walk"]

@@ -20,7 +20,7 @@ from tfp_nice.steps.base import (FlowStep, check_context_shape, under_policy,
                                  with_keras_objects)
 from tfp_nice.transformers import Additive, Affine, Spline, Transformer
 
-__all__ = ["CouplingStep"]
+__all__ = ["CouplingStep", "coupling_steps"]
 
 
 @keras.saving.register_keras_serializable(package="tfp_nice")
@@ -270,3 +270,45 @@ def _transformer_config(transformer):
         return {"coupling": "spline", "num_bins": transformer.num_bins,
                 "tail_bound": transformer.tail_bound}
     return {"transformer": keras.saving.serialize_keras_object(transformer)}
+
+
+def coupling_steps(event_shape: Sequence[int], num_steps: int = 5,
+                   transformer: str | Transformer = "affine",
+                   hidden_units: Sequence[int] = (50, 50),
+                   context_shape: Sequence[int] | None = None, seed: int = 0,
+                   dtype: Any = None, name: str = "coupling",
+                   **step_kwargs: Any) -> list[FlowStep]:
+    """The steps of a coupling flow over vectors, for `tn.Flow`: `num_steps` couplings of
+    `transformer` whose halves alternate, and a fixed random permutation (from `seed`)
+    after every second coupling when the event has more than 2 entries, so that every
+    entry is conditioned on every other one somewhere in the flow (the layout `sbi` and
+    nflows use for their coupling flows). `context_shape` makes every coupling conditional;
+    `step_kwargs` go to each `CouplingStep`.
+
+    Examples:
+        >>> import tfp_nice as tn
+        >>> [s.name for s in tn.coupling_steps((3,), num_steps=3, hidden_units=(8,))]
+        ['coupling_0', 'coupling_1', 'coupling_permutation_1', 'coupling_2']
+    """
+    from tfp_nice.bijectors import partition_mask, random_permutation
+    from tfp_nice.steps.permutation import PermutationStep
+
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be an int >= 1. Received: num_steps={num_steps!r}")
+    event_shape = tuple(int(d) for d in event_shape)
+    size = math.prod(event_shape)
+    if len(event_shape) != 1 or size < 2:
+        raise ValueError("coupling_steps builds a flow over vectors of at least 2 entries "
+                         "(one half is conditioned on the other); received event_shape="
+                         f"{event_shape}. For one entry use autoregressive_steps.")
+    mask = partition_mask("halves", event_shape)
+    steps: list[FlowStep] = []
+    for k in range(num_steps):
+        steps.append(CouplingStep(event_shape, mask if k % 2 == 0 else ~mask,
+                                  hidden_units=hidden_units, transformer=transformer,
+                                  context_shape=context_shape, name=f"{name}_{k}",
+                                  dtype=dtype, **step_kwargs))
+        if size > 2 and k % 2 == 1 and k < num_steps - 1:
+            steps.append(PermutationStep(event_shape, random_permutation(size, seed + k),
+                                         name=f"{name}_permutation_{k}", dtype=dtype))
+    return steps

@@ -49,24 +49,40 @@ class ActNormStep(_ScalingStep):
     and the pixels.
     """
 
-    needs_data = True
+    INITS = ("data", "identity")
 
     def __init__(self, event_shape: Sequence[int], per_channel: bool = False,
-                 **kwargs: Any) -> None:
+                 init: str = "data", **kwargs: Any) -> None:
         """Builds the step.
 
         Args:
           event_shape: shape of one input.
           per_channel: one scale and shift per channel of an `(h, w, c)` event.
+          init: `"data"` (Glow's start: `adapt` sets zero mean and unit variance
+            from the first batch) or `"identity"` (no data-dependent start: `s = b
+            = 0` until trained, for flows that see no data, such as variational
+            surrogates).
           **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
 
         Raises:
-          ValueError: for `per_channel` with an event that is not `(h, w, c)`.
+          ValueError: for `per_channel` with an event that is not `(h, w, c)`, or
+            an unknown `init`.
         """
         super().__init__(event_shape, per_channel, **kwargs)
+        self.init = check_choice(init, self.INITS, "init")
         self.log_scale = self._flow_weight("log_scale", self.parameter_shape, "zeros")
         self.shift = self._flow_weight("shift", self.parameter_shape, "zeros")
         self.built = True
+
+    @property
+    def needs_data(self) -> bool:
+        return self.init == "data"
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        if self.init != "data":  # files written before `init` existed read as "data"
+            config["init"] = self.init
+        return config
 
     def bijector(self, context: TensorLike | None = None) -> tfp.bijectors.Bijector:
         return ActNorm(self.log_scale, self.shift, name=self.name)
