@@ -10,7 +10,10 @@ same learning rate:
 
 * `tn.vi (Keras fit)`: `tn.vi.surrogate_flow(target)` (an IAF of 3 steps over MADEs of two
   hidden layers of `max(32, 2 D)` units, a shift and scale per entry, the target's support)
-  trained by `fit` with the sticking-the-landing gradient;
+  trained by `fit`, the plain reparameterised gradient as all the others;
+* `tn.vi STL (Keras fit)`: the same with the sticking-the-landing gradient (its score term
+  needs `log q` of a stopped draw, which for an IAF is the entry-by-entry direction: D
+  passes of each MADE per step);
 * `tn.vi (tfp.vi)`: the same surrogate trained by `tfp.vi.fit_surrogate_posterior`;
 * `TFP mean-field`: `tfp.experimental.vi.build_factored_surrogate_posterior`;
 * `TFP MVN`: `tfp.experimental.vi.build_affine_surrogate_posterior(operators="tril")`;
@@ -45,7 +48,7 @@ sys.path.insert(0, str(HERE))
 import vi_inference_gym as ex  # noqa: E402
 
 tfb, tfd = tfp.bijectors, tfp.distributions
-METHODS = ("tn.vi (Keras fit)", "tn.vi (tfp.vi)", "TFP mean-field", "TFP MVN", "TFP ASVI",
+METHODS = ("tn.vi (Keras fit)", "tn.vi STL (Keras fit)", "tn.vi (tfp.vi)", "TFP mean-field", "TFP MVN", "TFP ASVI",
            "TFP IAF")
 
 
@@ -134,8 +137,9 @@ def run_one(name, method, steps, draws, learning_rate, eval_draws, num_steps=3):
     target = ex.gym_target(name)
     size = sum(int(np.prod(s)) for s in tn.vi.target_layout(target))
     hidden = max(32, 2 * size)
-    if method == "tn.vi (Keras fit)":
+    if method.endswith("(Keras fit)"):
         target, model, seconds = ex.fit(name, steps, learning_rate, sample_size=draws,
+                                        stick_the_landing="STL" in method,
                                         num_steps=num_steps, hidden_units=(hidden, hidden))
         q = model.surrogate
     else:
@@ -209,6 +213,10 @@ def main(argv=None):
             r = run_one(name, method, steps, args.draws, learning_rate,
                         1000 if args.quick else args.eval_draws)
             results[name][method] = r
+            if args.json:  # as each finishes, so that a stopped run keeps what it did
+                pathlib.Path(args.json).write_text(json.dumps(
+                    {"matmul_gflops": rate, "steps": args.steps, "draws": args.draws,
+                     "results": results}, indent=1))
             print(f"{name} / {method}: " + (r["skipped"] if "skipped" in r else
                   f"ELBO {r['elbo']:.3f}, |mean err| <= {r['max_abs_mean_error_sd']:.3f} sd, "
                   f"sd ratios {r['sd_ratio_min']:.3f}-{r['sd_ratio_max']:.3f}, "

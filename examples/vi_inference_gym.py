@@ -73,12 +73,13 @@ def moment_errors(target, draws):
     return (values.mean(0) - true_mean) / true_sd, values.std(0) / true_sd
 
 
-def fit(name, steps, learning_rate, sample_size=64, seed=0, verbose=0, **flow_kwargs):
+def fit(name, steps, learning_rate, sample_size=64, seed=0, verbose=0,
+        stick_the_landing=True, **flow_kwargs):
     """A trained surrogate of the named target and its training seconds."""
     keras.utils.set_random_seed(seed)
     target = gym_target(name)
-    model = tn.vi.surrogate_flow(target, sample_size=sample_size, stick_the_landing=True,
-                                 seed=seed, **flow_kwargs)
+    model = tn.vi.surrogate_flow(target, sample_size=sample_size, seed=seed,
+                                 stick_the_landing=stick_the_landing, **flow_kwargs)
     model.compile(keras.optimizers.Adam(learning_rate))
     start = time.perf_counter()
     model.fit(steps=steps, steps_per_epoch=min(steps, 250), verbose=verbose)
