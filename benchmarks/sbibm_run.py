@@ -37,6 +37,7 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import sbibm_tasks  # noqa: E402
+from workers import matmul_gflops  # noqa: E402
 
 CACHE = HERE.parent / "runs" / "sbibm" / "results.json"
 METHODS = ("tfp_nice", "tfp_nice_maf", "tfp_nice_arspline", "sbi")
@@ -137,13 +138,14 @@ def load(path):
 
 
 def report(results):
-    lines = ["| task | budget | method | mean C2ST | seconds | epochs |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| task | budget | method | mean C2ST | seconds | epochs | matmul GFLOP/s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for key in sorted(results, key=lambda k: (results[k]["task"], results[k]["budget"],
                                               results[k]["method"])):
         r = results[key]
         lines.append(f"| {r['task']} | {r['budget']} | {r['method']} | {r['c2st_mean']:.3f} "
-                     f"| {r['train_seconds']:.0f} | {r['epochs']} |")
+                     f"| {r['train_seconds']:.0f} | {r['epochs']} "
+                     f"| {r.get('matmul_gflops', float('nan')):.0f} |")
     lines.append("")
     lines.append("Published at 10^4 (sbibm): NPE " + ", ".join(
         f"{t} {v}" for t, v in PUBLISHED_NPE_1E4.items()) + "; SNPE (10 rounds) " + ", ".join(
@@ -184,13 +186,16 @@ def main(argv=None):
             parser.error(f"unknown method {name!r}; one of {METHODS}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
           flush=True)
-    for task in tasks:
-        for budget in budgets:
+    rate = matmul_gflops(512, 5)
+    print(f"this machine's 512x512 float32 matmul: {rate:.0f} GFLOP/s", flush=True)
+    for budget in budgets:  # every task at a budget before the next budget
+        for task in tasks:
             for method in methods:
                 key = f"{task}/{budget}/{method}"
                 if key in results and not args.quick:
                     continue
                 r = run_one(task, budget, method, observations, samples, epochs, wheel)
+                r["matmul_gflops"] = rate
                 print(f"{key}: C2ST {r['c2st_mean']:.3f} in {r['train_seconds']:.0f} s "
                       f"({r['epochs']} epochs)", flush=True)
                 if not args.quick:

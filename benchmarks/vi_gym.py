@@ -46,24 +46,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples"))
 sys.path.insert(0, str(HERE))
 import vi_inference_gym as ex  # noqa: E402
+from workers import matmul_gflops  # noqa: E402
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 METHODS = ("tn.vi (Keras fit)", "tn.vi STL (Keras fit)", "tn.vi (tfp.vi)", "TFP mean-field", "TFP MVN", "TFP ASVI",
            "TFP IAF")
-
-
-def matmul_gflops(n=512, rounds=5):
-    a = tf.random.normal((n, n))
-    f = tf.function(lambda: tf.matmul(a, a))
-    f().numpy()
-    best = np.inf
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(20):
-            out = f()
-        out.numpy()
-        best = min(best, (time.perf_counter() - start) / 20)
-    return 2 * n ** 3 / best / 1e9
 
 
 def tfp_iaf(target, num_steps, hidden):
@@ -203,7 +190,7 @@ def main(argv=None):
     for method in methods:
         if method not in METHODS:
             parser.error(f"unknown method {method!r}; one of {METHODS}")
-    rate = matmul_gflops()
+    rate = matmul_gflops(512, 5)
     results = {}
     for name in targets:
         steps, learning_rate = ex.SETTINGS[name]
