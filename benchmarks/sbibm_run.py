@@ -25,6 +25,8 @@ in `runs/sbibm/results.json` as they finish, so the run resumes where it stopped
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import pathlib
@@ -97,8 +99,9 @@ def train_sbi(task, theta, x, max_epochs, seed=0):
                            bound * torch.ones(theta.shape[1]))
     inference = NPE(prior=prior)
     start = time.perf_counter()
-    inference.append_simulations(torch.tensor(theta), torch.tensor(x)).train(
-        max_num_epochs=max_epochs, show_train_summary=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # its per-epoch progress line
+        inference.append_simulations(torch.tensor(theta), torch.tensor(x)).train(
+            max_num_epochs=max_epochs, show_train_summary=False)
     seconds = time.perf_counter() - start
     posterior = inference.build_posterior()
 
