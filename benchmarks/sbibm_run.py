@@ -129,7 +129,7 @@ def run_one(task, budget, method, observations, num_samples, max_epochs, wheel):
         x_o = sbibm_tasks.observation(task, number, wheel)
         reference = sbibm_tasks.reference_samples(task, number, wheel)[:num_samples]
         draws = sample(x_o, num_samples, number)
-        scores.append(tn.sbi.c2st(draws, reference))
+        scores.append(tn.sbi.c2st(draws, reference, n_jobs=2))  # folds on both cores
     return {"task": task, "budget": budget, "method": method, "train_seconds": seconds,
             "epochs": epochs, "c2st": scores, "c2st_mean": float(np.mean(scores)),
             "observations": list(observations), "num_samples": num_samples,

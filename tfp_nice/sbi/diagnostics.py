@@ -188,7 +188,8 @@ def expected_coverage(posterior: Any, theta: Any, x: Any,
     return {a: float((share < a).mean()) for a in levels}
 
 
-def c2st(samples: Any, reference: Any, seed: int = 1, n_folds: int = 5) -> float:
+def c2st(samples: Any, reference: Any, seed: int = 1, n_folds: int = 5,
+         n_jobs: int | None = None) -> float:
     """The classifier two-sample test with sbibm's protocol (Lueckmann et al. 2021).
 
     The rows of both sets are z-scored with the mean and standard deviation of
@@ -196,7 +197,8 @@ def c2st(samples: Any, reference: Any, seed: int = 1, n_folds: int = 5) -> float
     Adam, up to 10,000 iterations) learns to tell the sets apart, and its accuracy on held
     out folds (`n_folds`-fold cross-validation, shuffled with `seed`) is averaged: 0.5 when
     the sets come from one distribution, 1.0 when they are told apart every time.
-    Use sets of equal size (sbibm: 10,000 each).
+    Use sets of equal size (sbibm: 10,000 each). `n_jobs` folds are fitted at once
+    (scikit-learn's `n_jobs`; the result does not depend on it).
     """
     try:
         from sklearn.model_selection import KFold, cross_val_score
@@ -219,4 +221,4 @@ def c2st(samples: Any, reference: Any, seed: int = 1, n_folds: int = 5) -> float
                                max_iter=10000, solver="adam", random_state=seed)
     folds = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return float(np.mean(cross_val_score(classifier, data, target, cv=folds,
-                                         scoring="accuracy")))
+                                         scoring="accuracy", n_jobs=n_jobs)))
