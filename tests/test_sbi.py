@@ -485,3 +485,9 @@ def test_a_joint_prior_with_sample_parts_has_a_saveable_support_equal_to_tfps():
         np.testing.assert_allclose(ours.forward(u)[key], theirs.forward(u)[key], rtol=1e-6)
     np.testing.assert_allclose(ours.forward_log_det_jacobian(u, {"a": 1, "b": 0}),
                                theirs.forward_log_det_jacobian(u), rtol=1e-5)
+
+
+def test_c2st_gives_the_same_score_with_its_folds_fitted_at_once():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(300, 2)), rng.normal(0.5, 1.0, size=(300, 2))
+    assert tn.sbi.c2st(a, b, n_jobs=2) == tn.sbi.c2st(a, b)
