@@ -9,7 +9,6 @@ Inference Gym model's `default_event_space_bijector`) and a log-density
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import numpy as np
@@ -122,7 +121,3 @@ def target_support(target: Any) -> tfp.bijectors.Bijector:
     if not isinstance(bijector, tfb.Bijector):  # an Inference Gym model's: one per part
         bijector = tfb.JointMap(bijector)
     return bijector
-
-
-def parts_size(layout: list[tuple[int, ...]]) -> int:
-    return sum(math.prod(s) for s in layout)
