@@ -451,6 +451,21 @@ def test_bad_networks_and_options_get_one_clear_error_each():
         step.bijector()
 
 
+def test_the_stack_builder_passes_its_activation_to_every_made():
+    steps = tn.autoregressive_steps((3,), num_steps=2, hidden_units=(8,), activation="tanh")
+    assert [keras.activations.serialize(s.network.activation) for s in steps] == ["tanh"] * 2
+    x = np.linspace(-2.0, 2.0, 12, dtype="float32").reshape(4, 3)
+    relu = tn.autoregressive_steps((3,), num_steps=1, hidden_units=(8,))[0]
+    relu(x)
+    steps[0](x)
+    rng = np.random.default_rng(0)  # the last layer starts at zero: random weights, shared
+    weights = [rng.normal(size=w.shape).astype("float32") for w in relu.network.get_weights()]
+    relu.network.set_weights(weights)
+    steps[0].network.set_weights(weights)
+    tanh_out = steps[0].network(x).numpy()
+    assert not np.allclose(tanh_out, relu.network(x).numpy())  # used, not only recorded
+
+
 # --- the command line ---------------------------------------------------------------------
 
 

@@ -164,6 +164,7 @@ def autoregressive_steps(event_shape: Sequence[int], num_steps: int = 5,
                          hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS,
                          inverse: bool = False, orders: str = "alternate",
                          actnorm: bool = False, residual: bool = False,
+                         activation: str | Callable = "relu",
                          context_shape: Sequence[int] | None = None, seed: int = 0,
                          dtype: Any = None, partial: bool = False,
                          name: str = "maf") -> list[FlowStep]:
@@ -174,7 +175,8 @@ def autoregressive_steps(event_shape: Sequence[int], num_steps: int = 5,
     conditioned on every other one somewhere in the flow: `"alternate"`
     (natural, reversed, natural, ...: the reversal nflows and `sbi` put between
     steps) or `"random"` (each step's drawn from `seed`). With `actnorm`, an
-    `ActNormStep` (data-started) comes before each step. `context_shape` makes
+    `ActNormStep` (data-started) comes before each step. `activation` and
+    `residual` shape every MADE (`sbi`'s MAF uses `"tanh"`). `context_shape` makes
     every step conditional.
 
     Examples:
@@ -199,6 +201,6 @@ def autoregressive_steps(event_shape: Sequence[int], num_steps: int = 5,
         steps.append(AutoregressiveStep(event_shape, transformer=transformer,
                                         hidden_units=hidden_units, order=order,
                                         inverse=inverse, context_shape=context_shape,
-                                        residual=residual, partial=partial,
-                                        name=f"{name}_{k}", dtype=dtype))
+                                        residual=residual, activation=activation,
+                                        partial=partial, name=f"{name}_{k}", dtype=dtype))
     return steps
