@@ -10,7 +10,11 @@ Each (task, budget, method) trains once on simulations drawn with a fixed seed (
 pairs for both methods), samples 10,000 draws per observation and scores them with
 `tn.sbi.c2st` (sbibm's protocol) against the 10,000 reference samples. Results are cached
 in `runs/sbibm/results.json` as they finish, so the run resumes where it stopped;
-`--report` prints the table from the cache. Methods:
+`--report` prints the table from the cache. `--half-sbi` trains each of our methods again
+for half the seconds `sbi` took on the same task and budget (from the cache; the best
+validated weights by then) and scores that, rows `<method>@half_sbi`: the target "training
+time to sbi's C2ST at most half of sbi's" is met where that row's C2ST is at most sbi's.
+Methods:
 
 * `tfp_nice`: `tn.sbi.posterior_flow(prior, (dim_x,), flow=..., transformer=...)` (default
   spline couplings, 5 steps of 2x50), Adam(5e-4), batch 200, 10% of the pairs held out for
@@ -61,7 +65,8 @@ def simulations(task, budget, seed=0):
     return theta, sbibm_tasks.simulate(task, theta, rng)
 
 
-def train_tfp_nice(task, theta, x, flow, transformer, max_epochs, seed=0, **step_kwargs):
+def train_tfp_nice(task, theta, x, flow, transformer, max_epochs, seed=0, max_seconds=None,
+                   **step_kwargs):
     import keras
 
     import tfp_nice as tn
@@ -77,15 +82,36 @@ def train_tfp_nice(task, theta, x, flow, transformer, max_epochs, seed=0, **step
     val, fit = order[:held], order[held:]
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=20,
                                          restore_best_weights=True)
+    callbacks = [stop] if max_seconds is None else [stop, TimeLimit(max_seconds, stop)]
     start = time.perf_counter()
     history = model.fit(theta[fit], x[fit], validation_data=(theta[val], x[val]),
-                        epochs=max_epochs, batch_size=200, callbacks=[stop], verbose=0)
+                        epochs=max_epochs, batch_size=200, callbacks=callbacks, verbose=0)
     seconds = time.perf_counter() - start
 
     def sample(x_o, n, seed):
         return model.sample(n, context=x_o, seed=seed).numpy()[:, 0]
 
     return sample, seconds, len(history.history["loss"])
+
+
+class TimeLimit:
+    """Stops `fit` at the first epoch's end past `seconds` and restores the best weights
+    `stop` (an `EarlyStopping`) has seen by then: the estimator as it stood at that time."""
+
+    def __new__(cls, seconds, stop):
+        import keras
+
+        class _TimeLimit(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if time.perf_counter() - self.start >= seconds:
+                    self.model.stop_training = True
+                    if stop.best_weights is not None:
+                        self.model.set_weights(stop.best_weights)
+
+        return _TimeLimit()
 
 
 def train_sbi(task, theta, x, max_epochs, seed=0):
@@ -118,7 +144,8 @@ def train_sbi(task, theta, x, max_epochs, seed=0):
     return sample, seconds, epochs
 
 
-def run_one(task, budget, method, observations, num_samples, max_epochs, wheel):
+def run_one(task, budget, method, observations, num_samples, max_epochs, wheel,
+            max_seconds=None):
     import tfp_nice as tn
 
     theta, x = simulations(task, budget)
@@ -131,7 +158,7 @@ def run_one(task, budget, method, observations, num_samples, max_epochs, wheel):
                              {"activation": "tanh"}),
             "tfp_nice_arspline": ("autoregressive", "spline", {})}[method]
         sample, seconds, epochs = train_tfp_nice(task, theta, x, flow, transformer, max_epochs,
-                                                 **step_kwargs)
+                                                 max_seconds=max_seconds, **step_kwargs)
 
     scores = []
     for number in observations:
@@ -174,6 +201,9 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=10000)
     parser.add_argument("--max-epochs", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="tiny settings, no cache")
+    parser.add_argument("--half-sbi", action="store_true",
+                        help="train ours for half of sbi's cached seconds on each task and "
+                             "budget, and score that (rows `<method>@half_sbi`)")
     parser.add_argument("--report", action="store_true", help="print the cached table")
     parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--wheel", default=None, help="a local sbibm 1.1.0 wheel")
@@ -204,9 +234,18 @@ def main(argv=None):
         for task in tasks:
             for method in methods:
                 key = f"{task}/{budget}/{method}"
+                limit = None
+                if args.half_sbi:
+                    sbi_row = results.get(f"{task}/{budget}/sbi")
+                    if method == "sbi" or sbi_row is None:
+                        continue
+                    key, limit = f"{key}@half_sbi", sbi_row["train_seconds"] / 2
                 if key in results and not args.quick:
                     continue
-                r = run_one(task, budget, method, observations, samples, epochs, wheel)
+                r = run_one(task, budget, method, observations, samples, epochs, wheel,
+                            max_seconds=limit)
+                if limit is not None:
+                    r["method"], r["seconds_limit"] = f"{method}@half_sbi", limit
                 r["matmul_gflops"] = rate
                 print(f"{key}: C2ST {r['c2st_mean']:.3f} in {r['train_seconds']:.0f} s "
                       f"({r['epochs']} epochs)", flush=True)
