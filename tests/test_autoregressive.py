@@ -464,6 +464,12 @@ def test_the_stack_builder_passes_its_activation_to_every_made():
     steps[0].network.set_weights(weights)
     tanh_out = steps[0].network(x).numpy()
     assert not np.allclose(tanh_out, relu.network(x).numpy())  # used, not only recorded
+    tfd = tfp.distributions
+    posterior = tn.sbi.posterior_flow(tfd.Sample(tfd.Normal(0.0, 1.0), 3), (2,), num_steps=2,
+                                      flow="autoregressive", hidden_units=(8,),
+                                      activation="tanh")
+    mades = [s.network for s in posterior.steps if isinstance(s, tn.AutoregressiveStep)]
+    assert [keras.activations.serialize(m.activation) for m in mades] == ["tanh"] * 2
 
 
 # --- the command line ---------------------------------------------------------------------
