@@ -215,7 +215,8 @@ def main(argv=None):
         return results
     wheel = pathlib.Path(args.wheel) if args.wheel else None
     if args.quick:
-        tasks, budgets, methods = ["two_moons"], [500], ["tfp_nice"]
+        results = {}  # its rows are printed, not cached
+        tasks, budgets, methods = ["two_moons"], [500], args.methods.split(",")
         observations, samples, epochs = [1], 500, 2
     else:
         tasks = args.tasks.split(",")
@@ -249,8 +250,8 @@ def main(argv=None):
                 r["matmul_gflops"] = rate
                 print(f"{key}: C2ST {r['c2st_mean']:.3f} in {r['train_seconds']:.0f} s "
                       f"({r['epochs']} epochs)", flush=True)
+                results[key] = r
                 if not args.quick:
-                    results[key] = r
                     cache.parent.mkdir(parents=True, exist_ok=True)
                     tmp = cache.with_suffix(".tmp")
                     tmp.write_text(json.dumps(results, indent=1))
