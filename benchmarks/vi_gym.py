@@ -14,7 +14,10 @@ same learning rate:
 * `tn.vi STL (Keras fit)`: the same with the sticking-the-landing gradient (its score term
   needs `log q` of a stopped draw, which for an IAF is the entry-by-entry direction: D
   passes of each MADE per step);
-* `tn.vi (tfp.vi)`: the same surrogate trained by `tfp.vi.fit_surrogate_posterior`;
+* `tn.vi coupling (Keras fit)`, `tn.vi coupling STL (Keras fit)`: `flow="coupling"`, 3
+  affine couplings over networks of the same size (both directions one pass each, so
+  STL costs one more pass, not D);
+* `tn.vi (tfp.vi)`: the same IAF surrogate trained by `tfp.vi.fit_surrogate_posterior`;
 * `TFP mean-field`: `tfp.experimental.vi.build_factored_surrogate_posterior`;
 * `TFP MVN`: `tfp.experimental.vi.build_affine_surrogate_posterior(operators="tril")`;
 * `TFP ASVI`: `tfp.experimental.vi.build_asvi_surrogate_posterior(prior)` (Bayesian models
@@ -49,8 +52,9 @@ import vi_inference_gym as ex  # noqa: E402
 from workers import matmul_gflops  # noqa: E402
 
 tfb, tfd = tfp.bijectors, tfp.distributions
-METHODS = ("tn.vi (Keras fit)", "tn.vi STL (Keras fit)", "tn.vi (tfp.vi)", "TFP mean-field", "TFP MVN", "TFP ASVI",
-           "TFP IAF")
+METHODS = ("tn.vi (Keras fit)", "tn.vi STL (Keras fit)", "tn.vi coupling (Keras fit)",
+           "tn.vi coupling STL (Keras fit)", "tn.vi (tfp.vi)", "TFP mean-field", "TFP MVN",
+           "TFP ASVI", "TFP IAF")
 
 
 def tfp_iaf(target, num_steps, hidden):
@@ -125,8 +129,9 @@ def run_one(name, method, steps, draws, learning_rate, eval_draws, num_steps=3):
     size = sum(int(np.prod(s)) for s in tn.vi.target_layout(target))
     hidden = max(32, 2 * size)
     if method.endswith("(Keras fit)"):
+        flow = "coupling" if "coupling" in method else "autoregressive"
         target, model, seconds = ex.fit(name, steps, learning_rate, sample_size=draws,
-                                        stick_the_landing="STL" in method,
+                                        stick_the_landing="STL" in method, flow=flow,
                                         num_steps=num_steps, hidden_units=(hidden, hidden))
         q = model.surrogate
     else:
