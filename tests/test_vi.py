@@ -189,13 +189,15 @@ def test_the_bounds_sit_in_their_known_order_below_the_normaliser():
     np.testing.assert_allclose(elbo, log_z - kl, atol=0.05)
 
 
-def test_sticking_the_landing_zeroes_the_gradient_at_the_exact_posterior():
+@pytest.mark.parametrize("flow", ["autoregressive", "coupling"])
+def test_sticking_the_landing_zeroes_the_gradient_at_the_exact_posterior(flow):
     """With q equal to the target, log p - log q is constant: the STL gradient is exactly
-    zero for every draw, while the plain reparameterised one is not."""
+    zero for every draw, while the plain reparameterised one is not (an IAF's held-weights
+    density is its entry-by-entry direction, a coupling flow's its one-pass inverse)."""
     target = _standard_normal_target([1.0, -2.0], [0.5, 2.0], 0.0)
     grads = {}
     for stl in (False, True):
-        model = tn.vi.surrogate_flow(target, num_steps=1, hidden_units=(8,),
+        model = tn.vi.surrogate_flow(target, flow=flow, num_steps=2, hidden_units=(8,),
                                      stick_the_landing=stl)
         loc_scale = model.steps[1]  # f: y = (x + b) exp(s); q = N(-b, exp(-s))
         loc_scale.shift.assign([-1.0, 2.0])
@@ -210,8 +212,9 @@ def test_sticking_the_landing_zeroes_the_gradient_at_the_exact_posterior():
     assert max(float(tf.reduce_max(tf.abs(g))) for g in grads[False]) > 1e-2
 
 
-def _counting_target(bad_step):
-    """A 2-D normal whose log-density turns NaN on its `bad_step`-th call."""
+def _counting_target(bad_step, poison_gradients=False):
+    """A 2-D normal whose log-density turns NaN on its `bad_step`-th call (and, with
+    `poison_gradients`, its gradients too)."""
     calls = tf.Variable(0, dtype=tf.int64, trainable=False)
     dist = tfd.MultivariateNormalDiag([1.0, -1.0], [1.0, 1.0])
 
@@ -225,6 +228,9 @@ def _counting_target(bad_step):
         def unnormalized_log_prob(self, x):
             calls.assign_add(1)
             lp = dist.log_prob(x)
+            bad = tf.where(tf.equal(calls, bad_step), np.nan, 0.0)
+            if poison_gradients:
+                return lp + bad * lp
             return tf.where(tf.equal(calls, bad_step), tf.fill(tf.shape(lp), np.nan), lp)
 
     return Target()
@@ -246,6 +252,51 @@ def test_a_nonfinite_step_stops_training_naming_it_and_keeps_the_last_finite_wei
     for ours, theirs in zip(model.trainable_variables, reference.trainable_variables):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
         assert np.isfinite(ours.numpy()).all()
+
+
+def test_on_the_tfp_route_a_nonfinite_step_stops_the_loop_and_the_last_finite_weights_return(
+        capfd):
+    """`tfp.vi.fit_surrogate_posterior` calls the target once a step: its 7th call is step
+    6 (TFP counts from 0). The guard stops there, with the weights a 6-step run reaches."""
+
+    def run(bad_call, num_steps, criterion=True):
+        keras.utils.set_random_seed(0)
+        target = _counting_target(bad_call, poison_gradients=True)
+        q = tn.vi.surrogate_posterior(target, num_steps=1, hidden_units=(8,), seed=0)
+        stop = tn.vi.StopOnNonFinite(q.trainable_variables) if criterion else None
+        losses = tfp.vi.fit_surrogate_posterior(
+            target.unnormalized_log_prob, q, keras.optimizers.Adam(1e-2), num_steps=num_steps,
+            sample_size=8, seed=(3, 4), convergence_criterion=stop)
+        return q, stop, losses.numpy()
+
+    q, stop, losses = run(7, 20)
+    assert int(stop.halted_at.numpy()) == 6
+    # TFP's trace is full length: after the stop it repeats the last step's loss
+    assert len(losses) == 20 and np.isnan(losses[6:]).all() and np.isfinite(losses[:6]).all()
+    assert "NaN or inf at step 6" in capfd.readouterr().err
+    reference, _, reference_losses = run(10**9, 6)
+    np.testing.assert_array_equal(losses[:6], reference_losses)
+    for ours, theirs in zip(q.trainable_variables, reference.trainable_variables):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    unguarded, _, _ = run(7, 20, criterion=False)  # what the guard prevents: NaN weights
+    assert not all(np.isfinite(v.numpy()).all() for v in unguarded.trainable_variables)
+    keras.utils.set_random_seed(0)  # a NaN loss with finite gradients stops it too
+    target = _counting_target(7)
+    q = tn.vi.surrogate_posterior(target, num_steps=1, hidden_units=(8,), seed=0)
+    stop = tn.vi.StopOnNonFinite(q)
+    losses = tfp.vi.fit_surrogate_posterior(
+        target.unnormalized_log_prob, q, keras.optimizers.Adam(1e-2), num_steps=20,
+        sample_size=8, seed=(3, 4), convergence_criterion=stop).numpy()
+    assert int(stop.halted_at.numpy()) == 6 and np.isnan(losses[6:]).all()
+    q, stop, losses = run(1, 20)  # TFP's first step, before its loop
+    assert int(stop.halted_at.numpy()) == 0 and np.isnan(losses[0])
+    keras.utils.set_random_seed(0)
+    start = tn.vi.surrogate_posterior(_counting_target(1), num_steps=1, hidden_units=(8,),
+                                      seed=0)
+    for ours, theirs in zip(q.trainable_variables, start.trainable_variables):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())  # as built
+    with pytest.raises(ValueError, match="needs the variables to guard"):
+        tn.vi.StopOnNonFinite([])
 
 
 def test_keras_round_trip_keeps_the_surrogate_and_asks_for_the_target_to_train(tmp_path):

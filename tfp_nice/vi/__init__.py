@@ -6,12 +6,16 @@
   the ELBO (or an importance-weighted bound), `.keras` and `export` save it.
 * `surrogate_posterior(target, ...)`: the same flow as a `tfd.Distribution` in the
   target's structure, for `tfp.vi.fit_surrogate_posterior`.
+* `StopOnNonFinite(variables)`: for `tfp.vi.fit_surrogate_posterior(...,
+  convergence_criterion=...)`, stops at a NaN or inf step and puts back the last finite
+  weights.
 * `target_support`, `target_layout`: what the surrogate reads from a target.
 """
 
+from tfp_nice.vi.criterion import StopOnNonFinite
 from tfp_nice.vi.build import FLOWS, surrogate_flow, surrogate_posterior
 from tfp_nice.vi.surrogate import VariationalFlow
 from tfp_nice.vi.target import target_layout, target_support
 
-__all__ = ["FLOWS", "VariationalFlow", "surrogate_flow", "surrogate_posterior",
+__all__ = ["FLOWS", "StopOnNonFinite", "VariationalFlow", "surrogate_flow", "surrogate_posterior",
            "target_layout", "target_support"]
