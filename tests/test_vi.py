@@ -299,6 +299,61 @@ def test_on_the_tfp_route_a_nonfinite_step_stops_the_loop_and_the_last_finite_we
         tn.vi.StopOnNonFinite([])
 
 
+def test_fit_under_a_mirrored_strategy_trains_and_halts_on_every_replica(mirrored_strategy):
+    """Two replicas share each step's draws (each its own), their gradients summed: the
+    surrogate of a normal target reaches it; a non-finite step on either replica halts
+    both, with the weights of the step before."""
+    target = _standard_normal_target([1.0, -2.0], [0.5, 2.0], 0.0)
+    with mirrored_strategy.scope():
+        model = tn.vi.surrogate_flow(target, flow="coupling", num_steps=2, hidden_units=(8,),
+                                     sample_size=32, stick_the_landing=True)
+        model.compile(keras.optimizers.Adam(2e-2))
+    model.fit(steps=600, steps_per_epoch=100, verbose=0)
+    draws = model.sample(20000, seed=1).numpy()
+    np.testing.assert_allclose(draws.mean(0), [1.0, -2.0], atol=0.05)
+    np.testing.assert_allclose(draws.std(0), [0.5, 2.0], rtol=0.03)
+
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    dist = tfd.MultivariateNormalDiag([1.0, -1.0], [1.0, 1.0])
+
+    class Target:  # NaN (gradients too) on the second replica only, at step `bad`
+        event_shape = tf.TensorShape([2])
+        dtype = tf.float32
+        bad = 7
+
+        def experimental_default_event_space_bijector(self):
+            return tfb.Identity()
+
+        def unnormalized_log_prob(self, x):
+            lp = dist.log_prob(x)
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            poison = tf.logical_and(tf.equal(step, self.bad), tf.equal(replica, 1))
+            return lp + tf.where(poison, np.nan, 0.0) * lp
+
+    class Count(keras.callbacks.Callback):  # the step number, set between steps
+        def on_train_batch_begin(self, batch, logs=None):
+            step.assign_add(1)
+
+    def run(bad, steps, steps_per_epoch=5):
+        keras.utils.set_random_seed(0)
+        step.assign(0)
+        target = Target()
+        target.bad = bad
+        with mirrored_strategy.scope():
+            model = tn.vi.surrogate_flow(target, num_steps=1, hidden_units=(8,), seed=0)
+            model.compile(keras.optimizers.Adam(1e-2))
+        return model, model.fit(steps=steps, steps_per_epoch=steps_per_epoch, verbose=0,
+                                callbacks=[Count()])
+
+    with pytest.warns(RuntimeWarning, match=r"at step 7; .*weights of step 6"):
+        model, _ = run(7, 20)
+    assert int(model.halted_at.numpy()) == 7
+    reference, _ = run(-1, 6, steps_per_epoch=6)  # stopped after 6 steps
+    for ours, theirs in zip(model.trainable_variables, reference.trainable_variables):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+        assert np.isfinite(ours.numpy()).all()
+
+
 def test_keras_round_trip_keeps_the_surrogate_and_asks_for_the_target_to_train(tmp_path):
     target = _eight_schools_like()
     model = tn.vi.surrogate_flow(target, num_steps=2, hidden_units=(8,))

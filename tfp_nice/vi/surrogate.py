@@ -131,10 +131,13 @@ class VariationalFlow(Flow):
                              "with importance_samples > 1 that biases the importance-"
                              "weighted bound's gradient. Use one or the other.")
         self.target = target  # kept out of Keras's and TF's tracking (see the property)
+        # every replica computes the same values (the finiteness check is all-reduced)
         self.halted_at = self.add_weight(shape=(), initializer="zeros", dtype="int64",
-                                         trainable=False, name="halted_at")
+                                         trainable=False, name="halted_at",
+                                         aggregation="only_first_replica")
         self.steps_taken = self.add_weight(shape=(), initializer="zeros", dtype="int64",
-                                           trainable=False, name="steps_taken")
+                                           trainable=False, name="steps_taken",
+                                           aggregation="only_first_replica")
         self._seeds = keras.random.SeedGenerator(self.seed, name="elbo_seeds")
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._elbo_tracker = keras.metrics.Mean(name="elbo")
@@ -230,25 +233,53 @@ class VariationalFlow(Flow):
 
     def train_step(self, data: Any) -> dict[str, Any]:
         variables = self.trainable_variables
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        seed = _stateless(self._seeds.next())
+        draws = self.sample_size
+        if replicas > 1:  # the step's draws shared out, each replica its own
+            context = tf.distribute.get_replica_context()
+            seed = tf.random.experimental.stateless_fold_in(
+                seed, context.replica_id_in_sync_group)
+            draws = -(-draws // replicas)
         with tf.GradientTape() as tape:
-            log_w, _ = self._log_weights(self.sample_size * self.importance_samples,
-                                         self._seeds.next())
+            log_w, _ = self._log_weights(draws * self.importance_samples, seed)
             bound = self._objective(log_w)
             loss = -bound
-        grads = tape.gradient(loss, variables)
+            # Keras sums the replicas' gradients under tf.distribute
+            scaled = loss / tf.cast(replicas, loss.dtype)
+        grads = tape.gradient(scaled, variables)
         finite = tf.math.is_finite(loss)
         for grad in grads:
             if grad is not None:
                 finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(grad)))
+        if replicas > 1:  # one decision for every replica
+            bad = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.int32))
+            finite = tf.equal(bad, 0)
         self.steps_taken.assign_add(1)
         halted = self.halted_at > 0
         apply = tf.logical_and(finite, tf.logical_not(halted))
 
-        def update():
-            self.optimizer.apply(grads, variables)
-            return tf.constant(True)
+        if replicas == 1:
+            def update():
+                self.optimizer.apply(grads, variables)
+                return tf.constant(True)
 
-        tf.cond(apply, update, lambda: tf.constant(False))
+            tf.cond(apply, update, lambda: tf.constant(False))
+        else:
+            # a cross-replica update cannot sit in a tf.cond: apply zeros in place of a
+            # bad step's gradients, then put the weights of before the step back
+            kept = [tf.identity(v) for v in variables]
+            self.optimizer.apply([None if g is None else tf.where(apply, g, tf.zeros_like(g))
+                                  for g in grads], variables)
+
+            def restore(strategy: Any, values: Any, keep_new: Any) -> None:
+                for variable, value in zip(variables, values):
+                    strategy.extended.update(
+                        variable.value, lambda v, old, new: v.assign(tf.where(new, v, old)),
+                        args=(value, keep_new))
+
+            tf.distribute.get_replica_context().merge_call(restore, args=(kept, apply))
         self.halted_at.assign(tf.where(tf.logical_or(finite, halted), self.halted_at,
                                        self.steps_taken))
         self._loss_tracker.update_state(loss)
@@ -261,6 +292,11 @@ class VariationalFlow(Flow):
             ) -> keras.callbacks.History:
         """Maximises the bound for `steps` steps (rounded up to whole epochs of
         `steps_per_epoch`), with Keras's `fit` (callbacks, progress, history).
+
+        Under `tf.distribute` (the model built and compiled in `strategy.scope()`), each
+        replica draws its share of a step's `sample_size` draws (rounded up) from its
+        own seed, and the gradients are combined as one step's; a step that is not
+        finite on any replica halts them all.
 
         Raises:
           ValueError: without a target or an optimizer (`compile` first), or for
@@ -277,7 +313,9 @@ class VariationalFlow(Flow):
         if getattr(self, "optimizer", None) is None:
             raise ValueError(f"{type(self).__name__}: compile(optimizer) before fit.")
         self.halted_at.assign(0)
-        data = tf.data.Dataset.from_tensors(tf.zeros((), self.flow_dtype)).repeat()
+        # a placeholder batch, one row per replica (the steps draw their own data)
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        data = tf.data.Dataset.from_tensors(tf.zeros((replicas,), self.flow_dtype)).repeat()
         callbacks = list(callbacks or []) + [_HaltOnNonFinite()]
         self._build_optimizer()
         return keras.Model.fit(self, data, epochs=initial_epoch + math.ceil(
