@@ -320,12 +320,18 @@ def test_expected_coverage_is_the_level_for_the_exact_posterior_only():
     assert all(wide[level] > level + 0.05 for level in levels[:2])
 
 
-def test_c2st_is_a_half_for_one_distribution_and_near_one_for_two():
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_c2st_is_a_half_for_one_distribution_and_near_one_for_two(early_stopping):
     rng = np.random.default_rng(0)
-    same = tn.sbi.c2st(rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)))
+    same = tn.sbi.c2st(rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)),
+                       early_stopping=early_stopping)
     assert same == pytest.approx(0.5, abs=0.05)
-    apart = tn.sbi.c2st(rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)) + 2.0)
+    apart = tn.sbi.c2st(rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)) + 2.0,
+                        early_stopping=early_stopping)
     assert apart > 0.8
+    narrow = tn.sbi.c2st(rng.normal(size=(1000, 2)), 0.7 * rng.normal(size=(1000, 2)),
+                         early_stopping=early_stopping)  # a too-narrow posterior fails
+    assert narrow > 0.56
     with pytest.raises(ValueError, match="one D"):
         tn.sbi.c2st(np.zeros((10, 2)), np.zeros((10, 3)))
 
