@@ -87,7 +87,7 @@ def train_tfp_nice(task, theta, x, flow, transformer, max_epochs, seed=0, max_se
     val, fit = order[:held], order[held:]
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=20,
                                          restore_best_weights=True)
-    callbacks = [stop] if max_seconds is None else [stop, TimeLimit(max_seconds, stop)]
+    callbacks = [stop] if max_seconds is None else [stop, time_limit(max_seconds, stop)]
     start = time.perf_counter()
     history = model.fit(theta[fit], x[fit], validation_data=(theta[val], x[val]),
                         epochs=max_epochs, batch_size=200, callbacks=callbacks, verbose=0)
@@ -99,24 +99,23 @@ def train_tfp_nice(task, theta, x, flow, transformer, max_epochs, seed=0, max_se
     return sample, seconds, len(history.history["loss"])
 
 
-class TimeLimit:
-    """Stops `fit` at the first epoch's end past `seconds` and restores the best weights
-    `stop` (an `EarlyStopping`) has seen by then: the estimator as it stood at that time."""
+def time_limit(seconds, stop):
+    """A callback that stops `fit` at the first epoch's end past `seconds` and restores
+    the best weights `stop` (an `EarlyStopping`) has seen by then: the estimator as it
+    stood at that time."""
+    import keras
 
-    def __new__(cls, seconds, stop):
-        import keras
+    class TimeLimit(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
 
-        class _TimeLimit(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.start = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            if time.perf_counter() - self.start >= seconds:
+                self.model.stop_training = True
+                if stop.best_weights is not None:
+                    self.model.set_weights(stop.best_weights)
 
-            def on_epoch_end(self, epoch, logs=None):
-                if time.perf_counter() - self.start >= seconds:
-                    self.model.stop_training = True
-                    if stop.best_weights is not None:
-                        self.model.set_weights(stop.best_weights)
-
-        return _TimeLimit()
+    return TimeLimit()
 
 
 def train_sbi(task, theta, x, max_epochs, seed=0):

@@ -12,10 +12,10 @@
 * `target_support`, `target_layout`: what the surrogate reads from a target.
 """
 
-from tfp_nice.vi.criterion import StopOnNonFinite
 from tfp_nice.vi.build import FLOWS, surrogate_flow, surrogate_posterior
+from tfp_nice.vi.criterion import StopOnNonFinite
 from tfp_nice.vi.surrogate import VariationalFlow
 from tfp_nice.vi.target import target_layout, target_support
 
-__all__ = ["FLOWS", "StopOnNonFinite", "VariationalFlow", "surrogate_flow", "surrogate_posterior",
-           "target_layout", "target_support"]
+__all__ = ["FLOWS", "StopOnNonFinite", "VariationalFlow", "surrogate_flow",
+           "surrogate_posterior", "target_layout", "target_support"]

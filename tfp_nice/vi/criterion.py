@@ -10,12 +10,13 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-__all__ = ["StopOnNonFinite"]
+__all__ = ["StopOnNonFinite", "all_finite"]
 
 _Criterion: Any = tfp.optimizer.convergence_criteria.ConvergenceCriterion
 
 
-def _all_finite(loss: Any, grads: Any) -> tf.Tensor:
+def all_finite(loss: Any, grads: Any) -> tf.Tensor:
+    """Whether a step's loss and every gradient (`None`s skipped) are finite."""
     checks = [tf.reduce_all(tf.math.is_finite(loss))]
     checks += [tf.reduce_all(tf.math.is_finite(g)) for g in tf.nest.flatten(grads)
                if g is not None]
@@ -32,9 +33,8 @@ class StopOnNonFinite(_Criterion):
     one, assigns that copy back, records the step in `halted_at` (its index in the losses
     TFP returns; TFP's trace keeps its full length, repeating the last step's loss after
     the stop), prints a message naming it, and reports convergence so that the loop
-    stops. (A non-finite first step, which
-    TFP runs before its loop, restores the weights as they were when this criterion was
-    built, and the loop stops on its next step.) The optimizer's own state (Adam's
+    stops. (A non-finite first step, which TFP runs before its loop, restores the weights
+    as they were when this criterion was built, and the loop stops on its next step.) The optimizer's own state (Adam's
     moments) has seen the bad gradients: build a new optimizer before training on.
 
     Args:
@@ -73,6 +73,9 @@ class StopOnNonFinite(_Criterion):
         self._verbose = bool(verbose)
         super().__init__(min_num_steps=0, name=name)
 
+    def _put_back(self) -> list[Any]:
+        return [v.assign(k) for v, k in zip(self._variables, self._kept)]
+
     def _keep_or_restore(self, finite: tf.Tensor, step: Any) -> tf.Tensor:
         def keep() -> tf.Tensor:
             with tf.control_dependencies([k.assign(v) for k, v in
@@ -80,7 +83,7 @@ class StopOnNonFinite(_Criterion):
                 return tf.constant(False)
 
         def restore() -> tf.Tensor:
-            ops = [v.assign(k) for v, k in zip(self._variables, self._kept)]
+            ops = self._put_back()
             ops.append(self.halted_at.assign(tf.cast(step, tf.int64)))
             if self._verbose:
                 ops.append(tf.print(
@@ -97,15 +100,14 @@ class StopOnNonFinite(_Criterion):
     def _bootstrap(self, loss: Any, grads: Any, parameters: Any) -> tf.Tensor:
         # TFP's step 0 has already updated the weights; a halt here stops the loop at
         # its next step (a criterion cannot stop at step 0).
-        return self._keep_or_restore(_all_finite(loss, grads), 0)
+        return self._keep_or_restore(all_finite(loss, grads), 0)
 
     def _one_step(self, step: Any, loss: Any, grads: Any, parameters: Any,
                   auxiliary_state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         def halted_before() -> tf.Tensor:
-            with tf.control_dependencies([v.assign(k) for v, k in
-                                          zip(self._variables, self._kept)]):
+            with tf.control_dependencies(self._put_back()):
                 return tf.constant(True)
 
         halted = tf.cond(auxiliary_state, halted_before,
-                         lambda: self._keep_or_restore(_all_finite(loss, grads), step))
+                         lambda: self._keep_or_restore(all_finite(loss, grads), step))
         return halted, halted

@@ -16,6 +16,7 @@ import tensorflow_probability as tfp
 from tfp_nice._validation import check_flag, check_int
 from tfp_nice.models import Flow
 from tfp_nice.sbi.support import SupportStep
+from tfp_nice.vi.criterion import all_finite
 from tfp_nice.vi.target import target_log_prob_fn
 
 tfb = tfp.bijectors
@@ -248,10 +249,7 @@ class VariationalFlow(Flow):
             # Keras sums the replicas' gradients under tf.distribute
             scaled = loss / tf.cast(replicas, loss.dtype)
         grads = tape.gradient(scaled, variables)
-        finite = tf.math.is_finite(loss)
-        for grad in grads:
-            if grad is not None:
-                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(grad)))
+        finite = all_finite(loss, grads)
         if replicas > 1:  # one decision for every replica
             bad = tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.int32))
