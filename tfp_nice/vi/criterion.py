@@ -16,7 +16,14 @@ _Criterion: Any = tfp.optimizer.convergence_criteria.ConvergenceCriterion
 
 
 def all_finite(loss: Any, grads: Any) -> tf.Tensor:
-    """Whether a step's loss and every gradient (`None`s skipped) are finite."""
+    """Whether a step's loss and every gradient (`None`s skipped) are finite: a scalar
+    boolean tensor, the test `VariationalFlow.fit` applies before each update, for a
+    training loop of one's own.
+
+    Args:
+      loss: the step's loss (any shape).
+      grads: its gradients, a nest of tensors or `None`s.
+    """
     checks = [tf.reduce_all(tf.math.is_finite(loss))]
     checks += [tf.reduce_all(tf.math.is_finite(g)) for g in tf.nest.flatten(grads)
                if g is not None]
@@ -34,8 +41,9 @@ class StopOnNonFinite(_Criterion):
     TFP returns; TFP's trace keeps its full length, repeating the last step's loss after
     the stop), prints a message naming it, and reports convergence so that the loop
     stops. (A non-finite first step, which TFP runs before its loop, restores the weights
-    as they were when this criterion was built, and the loop stops on its next step.) The optimizer's own state (Adam's
-    moments) has seen the bad gradients: build a new optimizer before training on.
+    as they were when this criterion was built, and the loop stops on its next step.)
+    The optimizer's own state (Adam's moments) has seen the bad gradients: build a new
+    optimizer before training on.
 
     Args:
       variables: the variables to guard: a surrogate's `trainable_variables` (a
