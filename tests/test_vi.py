@@ -236,6 +236,19 @@ def _counting_target(bad_step, poison_gradients=False):
     return Target()
 
 
+def test_all_finite_looks_at_the_loss_and_every_entry_of_every_gradient():
+    grads = [tf.ones((3, 2)), None, tf.ones((4,))]
+    assert bool(tn.vi.all_finite(tf.constant(1.5), grads))  # None gradients are skipped
+    assert not bool(tn.vi.all_finite(tf.constant(np.nan), grads))
+    assert not bool(tn.vi.all_finite(tf.constant([1.0, np.inf]), grads))
+    for k, bad in ((0, np.nan), (2, np.inf), (2, -np.inf)):
+        # one bad entry, last in its tensor, in the first or the last gradient
+        g = [t if t is None else t.numpy().copy() for t in grads]
+        g[k].flat[-1] = bad
+        assert not bool(tn.vi.all_finite(tf.constant(0.0), [None if t is None
+                                                           else tf.constant(t) for t in g]))
+
+
 def test_a_nonfinite_step_stops_training_naming_it_and_keeps_the_last_finite_weights():
     keras.utils.set_random_seed(0)
     model = tn.vi.surrogate_flow(_counting_target(7), num_steps=1, hidden_units=(8,), seed=0)

@@ -9,13 +9,14 @@
 * `StopOnNonFinite(variables)`: for `tfp.vi.fit_surrogate_posterior(...,
   convergence_criterion=...)`, stops at a NaN or inf step and puts back the last finite
   weights.
+* `all_finite(loss, grads)`: the finiteness test `fit` applies before each update.
 * `target_support`, `target_layout`: what the surrogate reads from a target.
 """
 
 from tfp_nice.vi.build import FLOWS, surrogate_flow, surrogate_posterior
-from tfp_nice.vi.criterion import StopOnNonFinite
+from tfp_nice.vi.criterion import StopOnNonFinite, all_finite
 from tfp_nice.vi.surrogate import VariationalFlow
 from tfp_nice.vi.target import target_layout, target_support
 
-__all__ = ["FLOWS", "StopOnNonFinite", "VariationalFlow", "surrogate_flow",
+__all__ = ["FLOWS", "StopOnNonFinite", "VariationalFlow", "all_finite", "surrogate_flow",
            "surrogate_posterior", "target_layout", "target_support"]
