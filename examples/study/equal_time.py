@@ -113,8 +113,10 @@ def section_q5(cfg, cache, out):
     fig.savefig(out / "study-q5-time.png", dpi=80)
     text = ["## Q5. What adds expressiveness cheaply, at equal training time",
             "Each arm trains for the same seconds of training (evaluation not counted, nor "
-            "the first epoch's one-off tracing of the graphs, shown in its own column; the "
-            "epoch that crosses the budget finishes): "
+            "the first epoch's one-off tracing of the graphs, shown in its own column as the "
+            "first epoch's seconds less the median later epoch's, which a slow later epoch "
+            "can make negative when there are few; the epoch that crosses the budget "
+            "finishes): "
             f"{cfg['toy_seconds']:g} s on each 2-D set (4 couplings of {cfg['toy_hidden']}, "
             f"batch 256), {cfg['digits_seconds']:g} s on digits (4 couplings of "
             f"{cfg['digits_hidden']}, batch 64), {cfg['mnist_seconds']:g} s on the MNIST split "
