@@ -19,6 +19,8 @@ keep such rows in a cache of their own (`--cache`). `--half-sbi` trains each of 
 for half the seconds `sbi` took on the same task and budget (from the cache; the best
 validated weights by then) and scores that, rows `<method>@half_sbi`: the target "training
 time to sbi's C2ST at most half of sbi's" is met where that row's C2ST is at most sbi's.
+Seconds compare only on one machine: a `sbi` row timed at a matmul rate more than 30% away
+from this machine's is skipped with a message (rerun `sbi` here first).
 Methods:
 
 * `tfp_nice`: `tn.sbi.posterior_flow(prior, (dim_x,), flow=..., transformer=...)` (default
@@ -178,6 +180,12 @@ def run_one(task, budget, method, observations, num_samples, max_epochs, wheel,
             "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
+def same_machine(then, now, tolerance=0.3):
+    """Whether a row timed at `then` GFLOP/s (512x512 matmul) can stand beside one timed
+    at `now`: seconds compare only on the same machine, and the rate is its fingerprint."""
+    return then is not None and abs(then - now) <= tolerance * max(then, now)
+
+
 def load(path):
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -250,6 +258,12 @@ def main(argv=None):
                 if args.half_sbi:
                     sbi_row = results.get(f"{task}/{budget}/sbi")
                     if method == "sbi" or sbi_row is None:
+                        continue
+                    if not same_machine(sbi_row.get("matmul_gflops"), rate):
+                        print(f"{key}@half_sbi: skipped, sbi's row was timed on another "
+                              f"machine ({sbi_row.get('matmul_gflops', 0):.0f} GFLOP/s "
+                              f"against {rate:.0f} now); delete it from the cache and run "
+                              f"sbi here first", flush=True)
                         continue
                     key, limit = f"{key}@half_sbi", sbi_row["train_seconds"] / 2
                 if key in results and not args.quick:
