@@ -23,17 +23,17 @@ Seconds compare only on one machine: a `sbi` row timed at a matmul rate more tha
 from this machine's is skipped with a message (rerun `sbi` here first).
 Methods:
 
-* `tfp_nice`: `tn.sbi.posterior_flow(prior, (dim_x,), flow=..., transformer=...)` (default
-  spline couplings, 5 steps of 2x50), Adam(5e-4), batch 200, 10% of the pairs held out for
-  early stopping (patience 20 epochs, the best weights restored): `sbi`'s training
-  defaults.
+* `tfp_nice`: `tn.sbi.posterior_flow(prior, (dim_x,), flow="coupling",
+  transformer="spline")` (spline couplings, 5 steps of 2x50), Adam(5e-4), batch 200, 10%
+  of the pairs held out for early stopping (patience 20 epochs, the best weights
+  restored): `sbi`'s training defaults.
 * `tfp_nice_maf`: the same with `flow="autoregressive"`, `tn.Affine(scale="bounded",
   bound=3.0)` and `activation="tanh"` (sbi's MAF uses tanh; on two_moons at 1,000
   simulations, observations 1-3, C2ST 0.911 with relu and an unbounded log-scale, 0.823
   with tanh, 0.763 with tanh and the bounded log-scale, which kept improving for 290
   epochs instead of stopping at 100).
 * `tfp_nice_arspline`: `flow="autoregressive"` with the spline transformer (relu: tanh
-  gave 0.756 against relu's 0.702 on the same three).
+  gave 0.756 against relu's 0.702 on the same three): `posterior_flow`'s default.
 * `sbi`: `sbi.inference.NPE` with its default density estimator (a MAF of 5 transforms of
   2x50), trained with its defaults (needs the `bench` extra).
 """
