@@ -19,8 +19,9 @@ keep such rows in a cache of their own (`--cache`). `--half-sbi` trains each of 
 for half the seconds `sbi` took on the same task and budget (from the cache; the best
 validated weights by then) and scores that, rows `<method>@half_sbi`: the target "training
 time to sbi's C2ST at most half of sbi's" is met where that row's C2ST is at most sbi's.
-Seconds compare only on one machine: a `sbi` row timed at a matmul rate more than 30% away
-from this machine's is skipped with a message (rerun `sbi` here first).
+Seconds compare only on one machine: each row records the CPU's model and its 512x512
+matmul rate, and a `sbi` row from another CPU model, or at a rate more than 40% away from
+this machine's, is skipped with a message (rerun `sbi` here first).
 Methods:
 
 * `tfp_nice`: `tn.sbi.posterior_flow(prior, (dim_x,), flow="coupling",
@@ -180,10 +181,26 @@ def run_one(task, budget, method, observations, num_samples, max_epochs, wheel,
             "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def same_machine(then, now, tolerance=0.3):
-    """Whether a row timed at `then` GFLOP/s (512x512 matmul) can stand beside one timed
-    at `now`: seconds compare only on the same machine, and the rate is its fingerprint."""
-    return then is not None and abs(then - now) <= tolerance * max(then, now)
+def cpu_model():
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def same_machine(row, rate, cpu, tolerance=0.4):
+    """Whether `row`'s seconds can stand beside seconds timed here (`rate` GFLOP/s at a
+    512x512 matmul, `cpu` the model name): seconds compare only on one machine, and the
+    model and the rate are its fingerprint (the rate alone varies by a third from one run
+    to the next on one machine)."""
+    then = row.get("matmul_gflops")
+    if then is None or row.get("cpu", cpu) != cpu:
+        return False
+    return abs(then - rate) <= tolerance * max(then, rate)
 
 
 def load(path):
@@ -246,8 +263,8 @@ def main(argv=None):
     for name in methods:
         if name not in METHODS:
             parser.error(f"unknown method {name!r}; one of {METHODS}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-          flush=True)
+    cpu = cpu_model()
+    print(f"machine: {cpu}, {os.cpu_count()} cores", flush=True)
     rate = matmul_gflops(512, 5)
     print(f"this machine's 512x512 float32 matmul: {rate:.0f} GFLOP/s", flush=True)
     for budget in budgets:  # every task at a budget before the next budget
@@ -259,11 +276,12 @@ def main(argv=None):
                     sbi_row = results.get(f"{task}/{budget}/sbi")
                     if method == "sbi" or sbi_row is None:
                         continue
-                    if not same_machine(sbi_row.get("matmul_gflops"), rate):
+                    if not same_machine(sbi_row, rate, cpu):
                         print(f"{key}@half_sbi: skipped, sbi's row was timed on another "
-                              f"machine ({sbi_row.get('matmul_gflops', 0):.0f} GFLOP/s "
-                              f"against {rate:.0f} now); delete it from the cache and run "
-                              f"sbi here first", flush=True)
+                              f"machine ({sbi_row.get('cpu', 'a CPU not recorded')}, "
+                              f"{sbi_row.get('matmul_gflops', 0):.0f} GFLOP/s; here {cpu}, "
+                              f"{rate:.0f}); delete it from the cache and run sbi here "
+                              f"first", flush=True)
                         continue
                     key, limit = f"{key}@half_sbi", sbi_row["train_seconds"] / 2
                 if key in results and not args.quick:
@@ -272,7 +290,7 @@ def main(argv=None):
                             max_seconds=limit, early_stopping=args.c2st_early_stopping)
                 if limit is not None:
                     r["method"], r["seconds_limit"] = f"{method}@half_sbi", limit
-                r["matmul_gflops"] = rate
+                r["matmul_gflops"], r["cpu"] = rate, cpu
                 print(f"{key}: C2ST {r['c2st_mean']:.3f} in {r['train_seconds']:.0f} s "
                       f"({r['epochs']} epochs)", flush=True)
                 results[key] = r
