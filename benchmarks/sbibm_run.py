@@ -90,33 +90,43 @@ def train_tfp_nice(task, theta, x, flow, transformer, max_epochs, seed=0, max_se
     val, fit = order[:held], order[held:]
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=20,
                                          restore_best_weights=True)
-    callbacks = [stop] if max_seconds is None else [stop, time_limit(max_seconds, stop)]
+    limit = None if max_seconds is None else time_limit(max_seconds, stop)
+    callbacks = [stop] if limit is None else [stop, limit]
     start = time.perf_counter()
     history = model.fit(theta[fit], x[fit], validation_data=(theta[val], x[val]),
                         epochs=max_epochs, batch_size=200, callbacks=callbacks, verbose=0)
-    seconds = time.perf_counter() - start
+    seconds, epochs = time.perf_counter() - start, len(history.history["loss"])
+    if limit is not None and limit.kept_seconds is not None:  # the weights kept, not the overrun
+        seconds, epochs = limit.kept_seconds, limit.kept_epochs
 
     def sample(x_o, n, seed):
         return model.sample(n, context=x_o, seed=seed).numpy()[:, 0]
 
-    return sample, seconds, len(history.history["loss"])
+    return sample, seconds, epochs
 
 
 def time_limit(seconds, stop):
-    """A callback that stops `fit` at the first epoch's end past `seconds` and restores
-    the best weights `stop` (an `EarlyStopping`) has seen by then: the estimator as it
-    stood at that time."""
+    """A callback that stops `fit` at the first epoch's end past `seconds` and leaves the
+    best weights `stop` (an `EarlyStopping`) had seen at the last epoch's end within
+    `seconds`, for `stop` to restore: the estimator as it stood at that time, not after
+    the epoch that ran over. `kept_seconds` and `kept_epochs` say when that was (None if
+    the first epoch already ran over, whose weights are then kept)."""
     import keras
 
     class TimeLimit(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self.start = time.perf_counter()
+            self.kept_weights = self.kept_seconds = self.kept_epochs = None
 
-        def on_epoch_end(self, epoch, logs=None):
-            if time.perf_counter() - self.start >= seconds:
-                self.model.stop_training = True
-                if stop.best_weights is not None:
-                    self.model.set_weights(stop.best_weights)
+        def on_epoch_end(self, epoch, logs=None):  # after `stop`'s, which runs first
+            elapsed = time.perf_counter() - self.start
+            if elapsed <= seconds:
+                self.kept_weights, self.kept_seconds = stop.best_weights, elapsed
+                self.kept_epochs = epoch + 1
+                return
+            self.model.stop_training = True
+            if self.kept_weights is not None:
+                stop.best_weights = self.kept_weights
 
     return TimeLimit()
 
@@ -196,9 +206,10 @@ def same_machine(row, rate, cpu, tolerance=0.4):
     """Whether `row`'s seconds can stand beside seconds timed here (`rate` GFLOP/s at a
     512x512 matmul, `cpu` the model name): seconds compare only on one machine, and the
     model and the rate are its fingerprint (the rate alone varies by a third from one run
-    to the next on one machine)."""
+    to the next on one machine). A row that recorded no CPU model cannot be shown to come
+    from here, so it does not count."""
     then = row.get("matmul_gflops")
-    if then is None or row.get("cpu", cpu) != cpu:
+    if then is None or row.get("cpu") != cpu:
         return False
     return abs(then - rate) <= tolerance * max(then, rate)
 

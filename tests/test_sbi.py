@@ -523,3 +523,60 @@ def test_c2st_gives_the_same_score_with_its_folds_fitted_at_once():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(300, 2)), rng.normal(0.5, 1.0, size=(300, 2))
     assert tn.sbi.c2st(a, b, n_jobs=2) == tn.sbi.c2st(a, b)
+
+
+# --- the benchmark's timing guard -----------------------------------------------------------
+
+def _sbibm_run():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "sbibm_run.py"
+    if not path.is_file():
+        pytest.skip("benchmarks/sbibm_run.py is not here")
+    spec = importlib.util.spec_from_file_location("sbibm_run", path)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    return run
+
+
+def test_the_sbibm_runner_compares_seconds_only_from_one_machine():
+    """`--half-sbi` trains ours for half of sbi's cached seconds; those seconds mean
+    something only if sbi's row was timed on this CPU model at a similar matmul rate."""
+    run = _sbibm_run()
+    here = "Intel(R) Xeon(R) Processor"
+    row = {"matmul_gflops": 165.0, "cpu": here}
+    assert run.same_machine(row, 114.0, here)  # the spread of one machine's rate
+    assert run.same_machine(row, 165.0, here)
+    assert not run.same_machine(row, 90.0, here)  # 45% slower: another machine
+    assert not run.same_machine(row, 165.0, "AMD EPYC 7B13")
+    assert not run.same_machine({"matmul_gflops": 165.0}, 165.0, here)  # no CPU recorded
+    assert not run.same_machine({"cpu": here}, 165.0, here)  # no rate recorded
+    assert isinstance(run.cpu_model(), str) and run.cpu_model()
+
+
+def test_the_sbibm_runners_time_limit_keeps_the_weights_it_had_within_the_limit(monkeypatch):
+    """A half-time row is scored with the best weights as of the last epoch that ended
+    within the limit, not after the epoch that ran over (which `EarlyStopping` would
+    otherwise restore if it was the best), and reports that epoch's time."""
+    run = _sbibm_run()
+    clock = iter(range(100))  # one second per reading: the start, then each epoch's end
+    monkeypatch.setattr(run.time, "perf_counter", lambda: float(next(clock)))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    x = np.linspace(-1, 1, 64, dtype="float32")[:, None]
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(model.get_weights()))
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=20,
+                                         restore_best_weights=True)
+    limit = run.time_limit(2.5, stop)
+    history = model.fit(x, 3 * x, validation_data=(x, 3 * x), epochs=10, verbose=0,
+                        callbacks=[record, stop, limit])
+    losses = history.history["val_loss"]
+    assert len(losses) == 3 and losses[2] < losses[1]  # the overrun epoch was the best
+    assert limit.kept_seconds == 2.0 and limit.kept_epochs == 2
+    for kept, now in zip(seen[1], model.get_weights()):
+        np.testing.assert_array_equal(kept, now)
+    assert not np.allclose(seen[2][0], model.get_weights()[0])
