@@ -17,7 +17,7 @@ of both cores per score (one score did not finish in 37 minutes here), so
 classifier and folds, stopped on held-out accuracy), each row recording its protocol;
 keep such rows in a cache of their own (`--cache`). `--half-sbi` trains each of our methods again
 for half the seconds `sbi` took on the same task and budget (from the cache; the best
-validated weights by then) and scores that, rows `<method>@half_sbi`: the target "training
+validated weights of the last epoch that ended within them) and scores that, rows `<method>@half_sbi`: the target "training
 time to sbi's C2ST at most half of sbi's" is met where that row's C2ST is at most sbi's.
 Seconds compare only on one machine: each row records the CPU's model and its 512x512
 matmul rate, and a `sbi` row from another CPU model, or at a rate more than 40% away from
