@@ -15,13 +15,14 @@ training loss stops improving: on the 10-parameter tasks that is more than half 
 of both cores per score (one score did not finish in 37 minutes here), so
 `--c2st-early-stopping` scores with `tn.sbi.c2st(early_stopping=True)` instead (the same
 classifier and folds, stopped on held-out accuracy), each row recording its protocol;
-keep such rows in a cache of their own (`--cache`). `--half-sbi` trains each of our methods again
-for half the seconds `sbi` took on the same task and budget (from the cache; the best
-validated weights of the last epoch that ended within them) and scores that, rows `<method>@half_sbi`: the target "training
-time to sbi's C2ST at most half of sbi's" is met where that row's C2ST is at most sbi's.
-Seconds compare only on one machine: each row records the CPU's model and its 512x512
-matmul rate, and a `sbi` row from another CPU model, or at a rate more than 40% away from
-this machine's, is skipped with a message (rerun `sbi` here first).
+keep such rows in a cache of their own (`--cache`). `--half-sbi` trains each of our
+methods again for half the seconds `sbi` took on the same task and budget (from the cache;
+the best validated weights of the last epoch that ended within them) and scores that, rows
+`<method>@half_sbi`: the target "training time to sbi's C2ST at most half of sbi's" is met
+where that row's C2ST is at most sbi's. Seconds compare only on one machine: each row
+records the CPU's model and its 512x512 matmul rate (the best of three readings), and a
+`sbi` row from another CPU model, none recorded, or a rate more than 40% away from this
+machine's is skipped with a message (rerun `sbi` here first).
 Methods:
 
 * `tfp_nice`: `tn.sbi.posterior_flow(prior, (dim_x,), flow="coupling",
@@ -105,21 +106,22 @@ def train_tfp_nice(task, theta, x, flow, transformer, max_epochs, seed=0, max_se
     return sample, seconds, epochs
 
 
-def time_limit(seconds, stop):
+def time_limit(seconds, stop, clock=time.perf_counter):
     """A callback that stops `fit` at the first epoch's end past `seconds` and leaves the
     best weights `stop` (an `EarlyStopping`) had seen at the last epoch's end within
     `seconds`, for `stop` to restore: the estimator as it stood at that time, not after
     the epoch that ran over. `kept_seconds` and `kept_epochs` say when that was (None if
-    the first epoch already ran over, whose weights are then kept)."""
+    the first epoch already ran over, whose weights are then kept). `clock` gives the
+    time in seconds."""
     import keras
 
     class TimeLimit(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.start = time.perf_counter()
+            self.start = clock()
             self.kept_weights = self.kept_seconds = self.kept_epochs = None
 
         def on_epoch_end(self, epoch, logs=None):  # after `stop`'s, which runs first
-            elapsed = time.perf_counter() - self.start
+            elapsed = clock() - self.start
             if elapsed <= seconds:
                 self.kept_weights, self.kept_seconds = stop.best_weights, elapsed
                 self.kept_epochs = epoch + 1
@@ -205,8 +207,8 @@ def cpu_model():
 def same_machine(row, rate, cpu, tolerance=0.4):
     """Whether `row`'s seconds can stand beside seconds timed here (`rate` GFLOP/s at a
     512x512 matmul, `cpu` the model name): seconds compare only on one machine, and the
-    model and the rate are its fingerprint (the rate alone varies by a third from one run
-    to the next on one machine). A row that recorded no CPU model cannot be shown to come
+    model and the rate are its fingerprint (single readings of the rate on one
+    machine ranged from 35 to 185 GFLOP/s, best-of-three readings from 129 to 185). A row that recorded no CPU model cannot be shown to come
     from here, so it does not count."""
     then = row.get("matmul_gflops")
     if then is None or row.get("cpu") != cpu:

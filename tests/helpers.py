@@ -1,7 +1,11 @@
 """Builders of non-trivial networks and bijectors for the tests."""
 
+import importlib.util
+import pathlib
+
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tfp_nice as tn
@@ -209,3 +213,16 @@ def half_precision_log_prob_tolerance(model, x, sigmas=6.0):
     grads = tape.gradient(total, deltas)
     sigma = tf.sqrt(sum(tf.reduce_sum(tf.square(g), axis=-1) for g in grads))
     return sigmas * np.sqrt(2.0) * sigma.numpy()
+
+
+def repo_module(relative_path, name):
+    """The repository's script at `relative_path` (an example, a benchmark) imported as a
+    module named `name`; the test is skipped where the file is absent (an installed sdist
+    without it)."""
+    path = pathlib.Path(__file__).resolve().parents[1] / relative_path
+    if not path.is_file():
+        pytest.skip(f"{relative_path} is not here")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

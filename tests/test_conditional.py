@@ -594,15 +594,9 @@ def test_the_flows_context_shape_must_be_its_steps():
 
 
 def test_the_sbi_examples_exact_posterior_is_the_joint_gaussians_conditional():
-    import importlib.util
-    import pathlib
+    from helpers import repo_module
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "sbi_linear_gaussian.py"
-    if not path.is_file():
-        pytest.skip("examples/sbi_linear_gaussian.py is not here")
-    spec = importlib.util.spec_from_file_location("sbi_example", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = repo_module("examples/sbi_linear_gaussian.py", "sbi_example")
     m, s = example.M, example.NOISE
     # (theta, x) is jointly Gaussian: condition it the textbook way, independently of the
     # example's precision form

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_nice as tn
+from helpers import repo_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -443,16 +444,7 @@ def test_a_set_posterior_trains_on_sets_of_varying_size_and_saves(tmp_path):
 # --- the set example's reference ----------------------------------------------------------
 
 def _example(name):
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
-    if not path.is_file():
-        pytest.skip(f"examples/{name}.py is not here")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return repo_module(f"examples/{name}.py", name)
 
 
 def test_the_set_examples_exact_posterior_is_prior_times_likelihood_normalised():
@@ -528,16 +520,7 @@ def test_c2st_gives_the_same_score_with_its_folds_fitted_at_once():
 # --- the benchmark's timing guard -----------------------------------------------------------
 
 def _sbibm_run():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "sbibm_run.py"
-    if not path.is_file():
-        pytest.skip("benchmarks/sbibm_run.py is not here")
-    spec = importlib.util.spec_from_file_location("sbibm_run", path)
-    run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run)
-    return run
+    return repo_module("benchmarks/sbibm_run.py", "sbibm_run")
 
 
 def test_the_sbibm_runner_compares_seconds_only_from_one_machine():
@@ -555,13 +538,11 @@ def test_the_sbibm_runner_compares_seconds_only_from_one_machine():
     assert isinstance(run.cpu_model(), str) and run.cpu_model()
 
 
-def test_the_sbibm_runners_time_limit_keeps_the_weights_it_had_within_the_limit(monkeypatch):
+def test_the_sbibm_runners_time_limit_keeps_the_weights_it_had_within_the_limit():
     """A half-time row is scored with the best weights as of the last epoch that ended
     within the limit, not after the epoch that ran over (which `EarlyStopping` would
     otherwise restore if it was the best), and reports that epoch's time."""
     run = _sbibm_run()
-    clock = iter(range(100))  # one second per reading: the start, then each epoch's end
-    monkeypatch.setattr(run.time, "perf_counter", lambda: float(next(clock)))
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.SGD(0.1), "mse")
@@ -571,7 +552,8 @@ def test_the_sbibm_runners_time_limit_keeps_the_weights_it_had_within_the_limit(
         on_epoch_end=lambda epoch, logs: seen.append(model.get_weights()))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=20,
                                          restore_best_weights=True)
-    limit = run.time_limit(2.5, stop)
+    clock = iter(range(100))  # one second per reading: the start, then each epoch's end
+    limit = run.time_limit(2.5, stop, clock=lambda: float(next(clock)))
     history = model.fit(x, 3 * x, validation_data=(x, 3 * x), epochs=10, verbose=0,
                         callbacks=[record, stop, limit])
     losses = history.history["val_loss"]
@@ -580,3 +562,14 @@ def test_the_sbibm_runners_time_limit_keeps_the_weights_it_had_within_the_limit(
     for kept, now in zip(seen[1], model.get_weights()):
         np.testing.assert_array_equal(kept, now)
     assert not np.allclose(seen[2][0], model.get_weights()[0])
+    # a first epoch already past the limit: training stops there, with that epoch's weights
+    clock = iter(range(100))
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=20,
+                                         restore_best_weights=True)
+    limit = run.time_limit(0.5, stop, clock=lambda: float(next(clock)))
+    seen.clear()
+    history = model.fit(x, 3 * x, validation_data=(x, 3 * x), epochs=10, verbose=0,
+                        callbacks=[record, stop, limit])
+    assert len(history.history["loss"]) == 1 and limit.kept_seconds is None
+    for kept, now in zip(seen[0], model.get_weights()):
+        np.testing.assert_array_equal(kept, now)

@@ -1,23 +1,16 @@
 """The rescaling study's statistics and run cache (the study itself runs in CI's quick mode)."""
 
-import importlib.util
 import math
-import pathlib
 
 import numpy as np
 import pytest
 
-STUDY = pathlib.Path(__file__).resolve().parents[1] / "examples" / "rescaling_study.py"
+from helpers import repo_module
 
 
 @pytest.fixture(scope="module")
 def study():
-    if not STUDY.is_file():
-        pytest.skip("examples/rescaling_study.py is not here")
-    spec = importlib.util.spec_from_file_location("rescaling_study", STUDY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return repo_module("examples/rescaling_study.py", "rescaling_study")
 
 
 def test_summary_is_the_mean_sd_and_t_interval_by_hand(study):
